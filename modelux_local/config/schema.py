@@ -1,0 +1,131 @@
+"""The config file shapes. Frozen Structs that refuse unknown keys, so typos fail loudly."""
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+RETRY_ON = ("429", "5xx", "timeout", "connect")
+
+
+class _S(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerSection(_S):
+    host: str = "127.0.0.1"
+    port: int = 4000
+
+
+class Bind(_S):
+    match: dict[str, str]
+    config: str
+
+
+class RoutingSection(_S):
+    default: str | None = None
+    bind: list[Bind] = []
+
+
+class MockModel(_S):
+    """Behaviour of one model of a `mock` provider."""
+
+    latency_ms: float = 0.0           # total time of a non-streamed answer
+    ttft_ms: float = 0.0              # time to the first streamed chunk
+    tokens_per_s: float = 0.0         # streamed output pace after the first chunk; 0 = no pacing
+    error_rate: float = 0.0           # share of calls answered with `error_status`
+    error_status: int = 500
+    output_tokens: int = 0            # 0 = derived from the request
+    embedding_dim: int = 256
+
+
+class ProviderConfig(_S):
+    kind: Literal["openai", "anthropic", "gemini", "mock"]
+    base_url: str | None = None
+    api_key_env: str | None = None    # keys come from the environment, never from files
+    timeout_s: float = 60.0
+    headers: dict[str, str] = {}
+    max_tokens: int = 4096            # anthropic: its API requires max_tokens; used when the request has none
+    api_version: str | None = None    # anthropic: anthropic-version header
+    max_connections: int = 100
+    seed: int = 0                     # mock: seed of the error draw
+    models: dict[str, MockModel] = {}  # mock: per-model behaviour
+
+
+class Budget(_S):
+    match: dict[str, str] = {}
+    max_cost_usd: float | None = None
+    max_calls: int | None = None
+    max_tokens: int | None = None
+    max_duration_s: float | None = None
+    warn_at: float | None = None
+
+
+class Webhook(_S):
+    url: str
+    events: list[str] = []
+    secret_env: str | None = None
+
+
+class AnomaliesSection(_S):
+    loop_repeats: int = 5
+    retry_storm: int = 5
+    retry_window_s: float = 60.0
+
+
+class LimitsSection(_S):
+    max_body_mb: float = 10.0
+
+
+class RunsSection(_S):
+    idle_timeout_s: float = 300.0
+
+
+class Price(_S):
+    """USD per million tokens."""
+
+    input: float
+    output: float = 0.0
+    cached_input: float | None = None
+    cache_write: float | None = None
+
+
+class ServerConfig(_S):
+    """modelux.toml"""
+
+    server: ServerSection = ServerSection()
+    routing: RoutingSection = RoutingSection()
+    providers: dict[str, ProviderConfig] = {}
+    budgets: list[Budget] = []
+    webhooks: list[Webhook] = []
+    anomalies: AnomaliesSection = AnomaliesSection()
+    limits: LimitsSection = LimitsSection()
+    runs: RunsSection = RunsSection()
+    prices: dict[str, Price] = {}
+
+
+class Retries(_S):
+    attempts: int = 1                 # retries after the first try, per target
+    backoff_ms: float = 250.0
+    on: list[Literal["429", "5xx", "timeout", "connect"]] = list(RETRY_ON)
+
+
+class Target(_S):
+    provider: str
+    model: str
+    weight: float = 1.0
+    timeout_s: float | None = None
+
+
+class Alias(_S):
+    strategy: Literal["fallback", "loadbalance"] = "fallback"
+    targets: list[Target]
+    retries: Retries = Retries()
+    timeout_s: float | None = None
+
+
+class RoutingConfig(_S):
+    """One <name>.toml routing config."""
+
+    description: str = ""
+    aliases: dict[str, Alias] = {}

@@ -1,0 +1,57 @@
+"""The provider seam: every provider speaks OpenAI Chat Completions shapes to the proxy.
+
+A provider gets an OpenAI-format body (tags stripped, `model` set to the target's model)
+and returns OpenAI-format bytes. Translating providers (Anthropic, Gemini) convert both
+ways inside; the openai kind forwards raw bytes. Failures raise `UpstreamError` with a
+routing category, so retry and fallback decisions stay in routing/.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Protocol
+
+from ..core.usage import Usage
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    body: dict[str, Any]      # OpenAI chat body; `model` already the upstream model name
+    model: str
+    stream: bool
+    timeout_s: float
+    raw: bytes | None = None  # the encoded body when no change was needed (forward as is)
+
+
+@dataclass(slots=True)
+class ChatResult:
+    status: int
+    body: bytes                        # OpenAI chat.completion (or embeddings) JSON
+    usage: Usage | None = None         # filled by translating providers; else parsed by the proxy
+    raw_usage: Any = None              # the usage exactly as the provider reported it
+
+
+@dataclass(slots=True)
+class ChatStream:
+    """An open upstream stream whose status was already 200.
+
+    `events` yields the JSON payload of each OpenAI `chat.completion.chunk` (bytes, without the
+    `data: ` prefix and without `[DONE]`). Providers always request/emit the final usage chunk
+    (`choices: []`, `usage: {...}`); the proxy hides it from clients that did not ask for it.
+    """
+
+    events: AsyncIterator[bytes]
+    raw_usage: list[Any] = field(default_factory=list)  # provider-reported usage, appended as seen
+    close: Any = None  # async callable: cancels the upstream request
+
+
+class Provider(Protocol):
+    name: str       # the provider's name in config, e.g. "anthropic"
+    kind: str       # openai | anthropic | gemini | mock
+
+    async def chat(self, req: ChatRequest) -> ChatResult: ...
+
+    async def chat_stream(self, req: ChatRequest) -> ChatStream: ...
+
+    async def embeddings(self, body: dict[str, Any], model: str, timeout_s: float) -> ChatResult: ...
+
+    async def aclose(self) -> None: ...
