@@ -12,34 +12,33 @@ class _S(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
-class ServerSection(_S):
+class ServerSection(_S, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 4000
 
 
-class Bind(_S):
+class Bind(_S, kw_only=True):
     match: dict[str, str]
     config: str
 
 
-class RoutingSection(_S):
+class RoutingSection(_S, kw_only=True):
     default: str | None = None
     bind: list[Bind] = []
 
 
-class MockModel(_S):
+class MockModel(_S, kw_only=True):
     """Behaviour of one model of a `mock` provider."""
 
     latency_ms: float = 0.0           # total time of a non-streamed answer
-    ttft_ms: float = 0.0              # time to the first streamed chunk
-    tokens_per_s: float = 0.0         # streamed output pace after the first chunk; 0 = no pacing
+    ttft_ms: float = 0.0              # time to the first streamed chunk; the rest spread until latency_ms
     error_rate: float = 0.0           # share of calls answered with `error_status`
     error_status: int = 500
     output_tokens: int = 0            # 0 = derived from the request
     embedding_dim: int = 256
 
 
-class ProviderConfig(_S):
+class ProviderConfig(_S, kw_only=True):
     kind: Literal["openai", "anthropic", "gemini", "mock"]
     base_url: str | None = None
     api_key_env: str | None = None    # keys come from the environment, never from files
@@ -52,7 +51,7 @@ class ProviderConfig(_S):
     models: dict[str, MockModel] = {}  # mock: per-model behaviour
 
 
-class Budget(_S):
+class Budget(_S, kw_only=True):
     match: dict[str, str] = {}
     max_cost_usd: float | None = None
     max_calls: int | None = None
@@ -61,27 +60,27 @@ class Budget(_S):
     warn_at: float | None = None
 
 
-class Webhook(_S):
+class Webhook(_S, kw_only=True):
     url: str
     events: list[str] = []
     secret_env: str | None = None
 
 
-class AnomaliesSection(_S):
+class AnomaliesSection(_S, kw_only=True):
     loop_repeats: int = 5
     retry_storm: int = 5
     retry_window_s: float = 60.0
 
 
-class LimitsSection(_S):
+class LimitsSection(_S, kw_only=True):
     max_body_mb: float = 10.0
 
 
-class RunsSection(_S):
+class RunsSection(_S, kw_only=True):
     idle_timeout_s: float = 300.0
 
 
-class Price(_S):
+class Price(_S, kw_only=True):
     """USD per million tokens."""
 
     input: float
@@ -90,7 +89,7 @@ class Price(_S):
     cache_write: float | None = None
 
 
-class ServerConfig(_S):
+class ServerConfig(_S, kw_only=True):
     """modelux.toml"""
 
     server: ServerSection = ServerSection()
@@ -104,27 +103,27 @@ class ServerConfig(_S):
     prices: dict[str, Price] = {}
 
 
-class Retries(_S):
+class Retries(_S, kw_only=True):
     attempts: int = 1                 # retries after the first try, per target
     backoff_ms: float = 250.0
-    on: list[Literal["429", "5xx", "timeout", "connect"]] = list(RETRY_ON)
+    on: list[Literal["429", "5xx", "timeout", "connect"]] = msgspec.field(default_factory=lambda: list(RETRY_ON))
 
 
-class Target(_S):
+class Target(_S, kw_only=True):
     provider: str
     model: str
     weight: float = 1.0
     timeout_s: float | None = None
 
 
-class Alias(_S):
+class Alias(_S, kw_only=True):
     strategy: Literal["fallback", "loadbalance"] = "fallback"
     targets: list[Target]
     retries: Retries = Retries()
     timeout_s: float | None = None
 
 
-class RoutingConfig(_S):
+class RoutingConfig(_S, kw_only=True):
     """One <name>.toml routing config."""
 
     description: str = ""

@@ -41,7 +41,7 @@ class ChatStream:
 
     events: AsyncIterator[bytes]
     raw_usage: list[Any] = field(default_factory=list)  # provider-reported usage, appended as seen
-    close: Any = None  # async callable: cancels the upstream request
+    close: Any = None  # plain (sync) callable that drops the upstream request; must not await
 
 
 class Provider(Protocol):

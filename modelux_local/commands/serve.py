@@ -1,0 +1,80 @@
+"""`serve`: the proxy (and, in a terminal, the TUI) in one process."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import sys
+
+from ..config.loader import ConfigSet
+from ..errors import ConfigError
+from ..pricing import nanos_to_usd
+from ..settings import resolve_paths
+
+log = logging.getLogger("modelux")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def banner(cs: ConfigSet, host: str, port: int, db: str) -> str:
+    lines = [f"modelux-local listening on http://{host}:{port}/v1  (OpenAI base_url)",
+             f"  data:   {db}", f"  config: {cs.source}  (serving @{cs.default_name}: "
+             + ", ".join(f"@{a}" for a in cs.routing[cs.default_name].aliases) + ")"]
+    if cs.source == "<embedded default>":
+        lines.append("  This is the demo default: every alias routes to the built-in mock provider (no API keys).")
+        lines.append("  For real providers: `modelux-local init ./modelux-config` then "
+                     "`modelux-local serve --config-dir ./modelux-config`.")
+    return "\n".join(lines)
+
+
+def _log_calls(conn, records) -> None:
+    """One line per call, written from the writer thread so the hot path never formats logs."""
+    for r in records:
+        u = r.usage
+        cost = nanos_to_usd(r.cost_nanos)
+        log.info("%s %s %s -> %s/%s %s %s %dms%s%s", r.run_id or "-", r.endpoint, r.alias or r.model, r.provider,
+                 r.model, r.http_status, r.status, r.latency_ms, f" {u.input_tokens}+{u.output_tokens} tok" if u else "",
+                 f" ${cost:.6f}" if cost is not None else (" unpriced" if u else ""))
+
+
+def run(args) -> int:
+    import uvicorn
+
+    from ..proxy.app import create_app
+    from ..runtime import Runtime
+
+    paths = resolve_paths(args.data_dir, args.config_dir)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        rt = Runtime(paths)
+    except ConfigError as e:
+        print(f"modelux-local: config refused: {e.message}", file=sys.stderr)
+        return 2
+    server_cfg = rt.configs.server.server
+    host = args.host or server_cfg.host
+    port = args.port if args.port is not None else server_cfg.port
+    if not _is_loopback(host):
+        if not args.allow_remote or not os.environ.get("MODELUX_TOKEN"):
+            print(f"modelux-local: refusing to listen on non-loopback host {host!r}: pass --allow-remote and set "
+                  "MODELUX_TOKEN (clients then send it as their API key)", file=sys.stderr)
+            return 2
+    if not args.quiet:
+        rt.writer.after_batch.append(_log_calls)
+    app = create_app(rt)
+    tui = not args.headless and sys.stdout.isatty()
+    print(banner(rt.configs, host, port, str(paths.db_path)), file=sys.stderr, flush=True)
+    if tui:
+        print("  (the terminal UI is not built yet: running headless)", file=sys.stderr)
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+                            log_level="warning", access_log=False, timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1

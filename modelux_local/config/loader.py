@@ -1,0 +1,144 @@
+"""Reads a config directory into a validated ConfigSet, naming file, line and key on errors."""
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+from ..errors import ConfigError
+from .schema import RoutingConfig, ServerConfig
+
+SERVER_FILE = "modelux.toml"
+DEFAULT_DIR = Path(__file__).parent / "default"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+T = TypeVar("T")
+
+
+def content_version(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ConfigSet:
+    """Everything one load of a config directory produced. Immutable: reloads build a new one."""
+
+    server: ServerConfig
+    routing: dict[str, RoutingConfig]
+    texts: dict[str, str]                     # routing config name -> file content
+    versions: dict[str, str]                  # routing config name -> content hash
+    source: str                               # the directory, or "<embedded default>"
+    server_version: str = ""
+    files: dict[str, str] = field(default_factory=dict)  # routing config name -> file path
+
+    @property
+    def default_name(self) -> str:
+        return self.server.routing.default or next(iter(self.routing))
+
+
+def _line_of(text: str, key: str) -> int | None:
+    pat = re.compile(r'(^|[\s{,.\[])"?' + re.escape(key) + r'"?\s*=|^\s*\[+[^\]]*\b' + re.escape(key) + r"\b")
+    for i, line in enumerate(text.splitlines(), 1):
+        if pat.search(line.split("#", 1)[0]):
+            return i
+    return None
+
+
+def _decode(text: str, path: Path, typ: type[T]) -> T:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"line (\d+)", str(e))
+        raise ConfigError(f"invalid TOML: {e}", file=str(path), line=int(m.group(1)) if m else None) from None
+    try:
+        return msgspec.convert(raw, typ)
+    except msgspec.ValidationError as e:
+        msg = str(e)
+        unknown = re.search(r"unknown field `([^`]+)`", msg)
+        at = re.search(r"at `\$([^`]*)`", msg)
+        key = unknown.group(1) if unknown else None
+        if key is None and at:
+            parts = re.findall(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]", at.group(1))
+            names = [p[0] for p in parts if p[0]]
+            key = names[-1] if names else None
+        where = at.group(1).lstrip(".") if at else ""
+        if unknown:
+            text_msg = f"unknown key {key!r}" + (f" in [{where}]" if where else "")
+        else:
+            text_msg = msg.split(" - at ")[0] + (f" for key {where!r}" if where else "")
+        raise ConfigError(text_msg, file=str(path), line=_line_of(text, key) if key else None, key=key) from None
+
+
+def _check_routing(name: str, rc: RoutingConfig, server: ServerConfig, text: str, path: Path) -> None:
+    for alias_name, alias in rc.aliases.items():
+        if not alias.targets:
+            raise ConfigError(f"alias @{alias_name} has no targets", file=str(path), line=_line_of(text, alias_name), key="targets")
+        for t in alias.targets:
+            if t.provider not in server.providers:
+                known = ", ".join(sorted(server.providers)) or "none"
+                raise ConfigError(
+                    f"alias @{alias_name}: unknown provider {t.provider!r} (providers in {SERVER_FILE}: {known})",
+                    file=str(path), line=_line_of(text, "provider"), key="provider",
+                )
+            if t.weight <= 0:
+                raise ConfigError(f"alias @{alias_name}: weight must be > 0", file=str(path), line=_line_of(text, "weight"), key="weight")
+        if alias.retries.attempts < 0:
+            raise ConfigError(f"alias @{alias_name}: retries.attempts must be >= 0", file=str(path), line=_line_of(text, "attempts"), key="attempts")
+
+
+def load_dir(directory: Path | None) -> ConfigSet:
+    """Loads `directory` (None: the embedded default). Raises ConfigError on the first problem."""
+    d = directory or DEFAULT_DIR
+    source = str(d) if directory else "<embedded default>"
+    if not d.is_dir():
+        raise ConfigError(f"config directory {d} does not exist")
+    server_path = d / SERVER_FILE
+    server_text = server_path.read_text() if server_path.exists() else ""
+    server = _decode(server_text, server_path, ServerConfig)
+    for pname, p in server.providers.items():
+        if not _NAME_RE.match(pname) or "/" in pname:
+            raise ConfigError(f"provider name {pname!r} must be letters, digits, '-', '_' or '.'", file=str(server_path), line=_line_of(server_text, pname))
+    routing: dict[str, RoutingConfig] = {}
+    texts: dict[str, str] = {}
+    files: dict[str, str] = {}
+    for path in sorted(d.glob("*.toml")):
+        if path.name == SERVER_FILE:
+            continue
+        name = path.stem
+        if not _NAME_RE.match(name):
+            raise ConfigError(f"config name {name!r} must be letters, digits, '-', '_' or '.'", file=str(path))
+        text = path.read_text()
+        rc = _decode(text, path, RoutingConfig)
+        _check_routing(name, rc, server, text, path)
+        routing[name], texts[name], files[name] = rc, text, str(path)
+    if not routing:
+        raise ConfigError(f"no routing config (*.toml besides {SERVER_FILE}) in {d}", file=str(d))
+    names = ", ".join(sorted(routing))
+    if server.routing.default and server.routing.default not in routing:
+        raise ConfigError(f"[routing] default = {server.routing.default!r} names no config (configs: {names})",
+                          file=str(server_path), line=_line_of(server_text, "default"), key="default")
+    if not server.routing.default and len(routing) > 1:
+        raise ConfigError(f"several routing configs ({names}): set [routing] default in {SERVER_FILE}",
+                          file=str(server_path), key="default")
+    for b in server.routing.bind:
+        if b.config not in routing:
+            raise ConfigError(f"[[routing.bind]] config = {b.config!r} names no config (configs: {names})",
+                              file=str(server_path), line=_line_of(server_text, "config"), key="config")
+    return ConfigSet(
+        server=server, routing=routing, texts=texts,
+        versions={n: content_version(t) for n, t in texts.items()},
+        source=source, server_version=content_version(server_text), files=files,
+    )
+
+
+def parse_routing_text(name: str, text: str, server: ServerConfig) -> RoutingConfig:
+    """Validates a routing config held in the database (promotion / rollback)."""
+    path = Path(f"<stored {name}>")
+    rc = _decode(text, path, RoutingConfig)
+    _check_routing(name, rc, server, text, path)
+    return rc

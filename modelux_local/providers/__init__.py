@@ -1,0 +1,24 @@
+"""Providers behind one seam (see base.py). `build_provider` picks the class by kind."""
+from __future__ import annotations
+
+from ..config.schema import ProviderConfig
+from .base import ChatRequest, ChatResult, ChatStream, Provider
+
+
+def build_provider(name: str, cfg: ProviderConfig) -> Provider:
+    if cfg.kind == "openai":
+        from .openai import OpenAIProvider
+        return OpenAIProvider(name, cfg)
+    if cfg.kind == "mock":
+        from .mock import MockProvider
+        return MockProvider(name, cfg)
+    if cfg.kind == "anthropic":
+        from .anthropic import AnthropicProvider
+        return AnthropicProvider(name, cfg)
+    if cfg.kind == "gemini":
+        from .gemini import GeminiProvider
+        return GeminiProvider(name, cfg)
+    raise ValueError(f"unknown provider kind {cfg.kind!r}")
+
+
+__all__ = ["build_provider", "ChatRequest", "ChatResult", "ChatStream", "Provider"]

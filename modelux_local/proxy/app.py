@@ -1,0 +1,107 @@
+"""The Litestar app: routes for the OpenAI wire API and the management API, errors in one place."""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.exceptions import HTTPException
+
+from .. import __version__
+from ..errors import ModeluxError, NotFound, Unauthorized
+from ..runtime import Runtime
+from .errors import JSON, on_http_exception, on_modelux_error, on_unexpected
+from .gateway import Gateway
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(obj), status_code=status, media_type=JSON)
+
+
+def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
+    gw = Gateway(rt)
+    token = os.environ.get("MODELUX_TOKEN") or None
+
+    @post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await gw.chat(await request.body(), request.headers)
+
+    @post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        return await gw.embeddings(await request.body(), request.headers)
+
+    @get("/v1/models")
+    async def models() -> Response:
+        snap = rt.snapshot
+        now = int(time.time())
+        seen: dict[str, str] = {a: "modelux-alias" for a in snap.router.aliases()}
+        for rc, _ in snap.router.configs.values():
+            for alias in rc.aliases.values():
+                for t in alias.targets:
+                    seen.setdefault(f"{t.provider}/{t.model}", t.provider)
+        return _json({"object": "list", "data": [{"id": k, "object": "model", "created": now, "owned_by": v}
+                                                 for k, v in seen.items()]})
+
+    @get("/healthz")
+    async def healthz() -> Response:
+        return _json({"status": "ok", "version": __version__, "config": rt.snapshot.configs.source,
+                      "queue": rt.writer.pending})
+
+    @get("/mlx/v1/runs/{run_id:str}")
+    async def get_run(run_id: str) -> Response:
+        await rt.writer.barrier()
+        run = await asyncio.to_thread(rt.reader.get_run, run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id!r}")
+        return _json(run)
+
+    @get("/mlx/v1/calls/{call_id:str}")
+    async def get_call(call_id: str) -> Response:
+        await rt.writer.barrier()
+        call = await asyncio.to_thread(rt.reader.get_call, call_id)
+        if call is None:
+            raise NotFound(f"no call {call_id!r}")
+        return _json(call)
+
+    @get("/mlx/v1/config")
+    async def config_status() -> Response:
+        cs = rt.snapshot.configs
+        return _json({"source": cs.source, "default": cs.default_name, "versions": cs.versions,
+                      "reload": rt.reload_status.as_dict(),
+                      "aliases": {n: sorted(rc.aliases) for n, rc in cs.routing.items()}})
+
+    def check_token(request: Request) -> None:
+        if token is None or request.url.path == "/healthz":
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.removeprefix("Bearer ").strip(), token):
+            raise Unauthorized("this server requires MODELUX_TOKEN as the bearer token (the client's api_key)")
+
+    @asynccontextmanager
+    async def lifespan(_app: Litestar):
+        if manage_lifecycle:
+            await rt.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await rt.stop()
+
+    app = Litestar(
+        route_handlers=[chat_completions, embeddings, models, healthz, get_run, get_call, config_status],
+        exception_handlers={ModeluxError: on_modelux_error, HTTPException: on_http_exception, Exception: on_unexpected},
+        before_request=check_token if token else None,
+        lifespan=[lifespan],
+        request_max_body_size=None,  # the gateway enforces [limits] max_body_mb with an OpenAI-shaped 413
+        openapi_config=None,
+        logging_config=None,
+        debug=False,
+    )
+    app.state.gateway = gw
+    app.state.runtime = rt
+    return app

@@ -1,0 +1,268 @@
+"""The hot path: decode -> tags -> resolve -> guards -> forward -> stream back -> hand to writer.
+
+Nothing here waits on SQLite: records go to the writer's queue. Guards (budgets, aborts) are
+in-memory checks registered by the analytics room through `guards`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+import msgspec
+from litestar import Response
+from litestar.response import Stream
+
+from ..core.records import CallRecord
+from ..core.tags import TagError, parse_tags
+from ..errors import AllTargetsFailed, BadRequest, BodyTooLarge, ModeluxError, UpstreamError
+from ..providers.base import ChatRequest, ChatResult, ChatStream
+from ..routing import Attempt, Plan, execute
+from ..runtime import Runtime, Snapshot
+from .errors import JSON, error_body, error_response
+
+log = logging.getLogger("modelux.proxy")
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+_DONE = b"data: [DONE]\n\n"
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def new_call_id() -> str:
+    return f"call_{time.time_ns():x}{os.urandom(3).hex()}"
+
+
+@dataclass(slots=True)
+class CallContext:
+    """What guards see before a call is forwarded, and settle after it ends."""
+
+    call_id: str
+    tags: dict[str, str]
+    plan: Plan
+    body: dict[str, Any]
+    stream: bool
+    endpoint: str
+    snapshot: Snapshot
+    state: dict[str, Any] = field(default_factory=dict)  # guards keep their reservations here
+
+    @property
+    def run_id(self) -> str | None:
+        return self.tags.get("run_id")
+
+
+class Guard:
+    """Interface of a pre-call check (budgets, aborts). Default methods do nothing."""
+
+    def before(self, ctx: CallContext) -> None:
+        """Raise RunBlocked to refuse the call."""
+
+    def on_chunk(self, ctx: CallContext, payload: bytes) -> str | None:
+        """Streaming: return a reason to cut the stream off now."""
+        return None
+
+    def after(self, ctx: CallContext, rec: CallRecord) -> None:
+        """Settle reservations; called once per call that passed `before`."""
+
+
+class Gateway:
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+        self.guards: list[Guard] = []
+        self.on_record: list[Callable[[CallRecord], None]] = []  # live listeners (TUI); must be cheap
+
+    # -- request parsing -------------------------------------------------------------------
+
+    def _parse(self, raw: bytes, headers: Any) -> tuple[dict, dict[str, str]]:
+        limit = int(self.rt.configs.server.limits.max_body_mb * 1024 * 1024)
+        if len(raw) > limit:
+            raise BodyTooLarge(f"request body is {len(raw)} bytes; the limit is {limit} ([limits] max_body_mb)")
+        try:
+            body = _decode(raw)
+        except msgspec.DecodeError as e:
+            raise BadRequest(f"request body is not valid JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
+        try:
+            tags = parse_tags(body.pop("mlx:tags", None), headers.get("x-mlx-tags"), headers.get("x-mlx-run-id"))
+        except TagError as e:
+            raise BadRequest(str(e), param="mlx:tags") from None
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("'model' is required: an @alias, provider/model, or a model name", param="model")
+        return body, tags
+
+    # -- records ---------------------------------------------------------------------------
+
+    def _record(self, ctx: CallContext, raw: bytes, started: float, t0: float, attempts: list[Attempt], *,
+                status: str, http_status: int, target=None, result: ChatResult | None = None,
+                events: list[bytes] | None = None, raw_usage: Any = None, ttft: float | None = None,
+                error: str | None = None, response: bytes | None = None) -> CallRecord:
+        plan = ctx.plan
+        decision = plan.trace()
+        decision["attempts_made"] = len(attempts)
+        decision["served_by"] = target.label if target else None
+        if ctx.state.get("guard_trace"):
+            decision["guards"] = ctx.state["guard_trace"]
+        rec = CallRecord(
+            call_id=ctx.call_id, run_id=ctx.run_id, tags=ctx.tags, endpoint=ctx.endpoint, started_at=started,
+            alias=plan.alias, config=plan.config, config_version=plan.config_version,
+            provider=target.provider if target else (attempts[-1].provider if attempts else None),
+            model=target.model if target else (attempts[-1].model if attempts else None),
+            status=status, http_status=http_status, usage=result.usage if result else None,
+            latency_ms=(time.perf_counter() - t0) * 1000, ttft_ms=ttft, stream=ctx.stream,
+            attempts=[a.as_dict() for a in attempts], decision=decision, error=error, request=raw,
+            response=result.body if result else response, stream_events=events,
+            raw_usage=raw_usage if raw_usage is not None else (result.raw_usage if result else None),
+            price_book=ctx.snapshot.prices,
+        )
+        for g in self.guards:
+            try:
+                g.after(ctx, rec)
+            except Exception:
+                log.exception("guard %s failed to settle call %s", type(g).__name__, ctx.call_id)
+        for cb in self.on_record:
+            cb(rec)
+        return rec
+
+    async def _refused(self, ctx: CallContext, raw: bytes, started: float, t0: float, e: ModeluxError) -> Response:
+        status = "aborted" if e.status == 402 else "error"
+        await self.rt.writer.submit(self._record(ctx, raw, started, t0, [], status=status, http_status=e.status,
+                                                 error=e.message, response=error_body(e.message, e.type, e.code)))
+        return error_response(e, {"x-mlx-call-id": ctx.call_id})
+
+    # -- chat completions ------------------------------------------------------------------
+
+    async def chat(self, raw: bytes, headers: Any, endpoint: str = "chat") -> Response:
+        started, t0 = time.time(), time.perf_counter()
+        body, tags = self._parse(raw, headers)
+        snap = self.rt.snapshot
+        plan = snap.router.resolve(body["model"], tags)
+        stream = bool(body.get("stream"))
+        ctx = CallContext(new_call_id(), tags, plan, body, stream, endpoint, snap)
+        try:
+            for g in self.guards:
+                g.before(ctx)
+        except ModeluxError as e:
+            return await self._refused(ctx, raw, started, t0, e)
+        wants_usage = False
+        if stream:
+            so = body.get("stream_options")
+            wants_usage = isinstance(so, dict) and bool(so.get("include_usage"))
+            body["stream_options"] = {**(so if isinstance(so, dict) else {}), "include_usage": True}
+        attempts: list[Attempt] = []
+
+        async def send(target):
+            body["model"] = target.model
+            req = ChatRequest(body, target.model, stream, target.timeout_s, raw=_encode(body))
+            p = snap.providers[target.provider]
+            return await (p.chat_stream(req) if stream else p.chat(req))
+
+        hdrs = {"x-mlx-call-id": ctx.call_id}
+        try:
+            result, target = await execute(plan, send, attempts)
+        except UpstreamError as e:  # a client error from the upstream: passes through
+            await self.rt.writer.submit(self._record(ctx, raw, started, t0, attempts, status="error",
+                                                     http_status=e.status, error=e.message, response=e.body))
+            return error_response(e, hdrs)
+        except AllTargetsFailed as e:
+            await self.rt.writer.submit(self._record(ctx, raw, started, t0, attempts, status="error",
+                                                     http_status=502, error=e.message))
+            body502 = error_body(e.message, e.type, e.code, None, attempts=[a.as_dict() for a in attempts])
+            return Response(body502, status_code=502, media_type=JSON, headers=hdrs)
+        hdrs["x-mlx-served-by"] = target.label
+        if not stream:
+            await self.rt.writer.submit(self._record(ctx, raw, started, t0, attempts, status="ok", http_status=200,
+                                                     target=target, result=result))
+            return Response(result.body, status_code=200, media_type=JSON, headers=hdrs)
+        return Stream(self._relay(ctx, raw, started, t0, attempts, target, result, wants_usage),
+                      media_type="text/event-stream", headers={**_SSE_HEADERS, **hdrs})
+
+    async def _relay(self, ctx: CallContext, raw: bytes, started: float, t0: float, attempts: list[Attempt],
+                     target, up: ChatStream, wants_usage: bool) -> AsyncIterator[bytes]:
+        """Passes chunks on as they arrive; the record is queued whatever way the stream ends."""
+        events: list[bytes] = []
+        status, http_status, error, ttft = "client_closed", 200, None, None
+        try:
+            async for payload in up.events:
+                if ttft is None:
+                    ttft = (time.perf_counter() - t0) * 1000
+                events.append(payload)
+                cut = None
+                for g in self.guards:
+                    cut = cut or g.on_chunk(ctx, payload)
+                if cut:
+                    status, http_status, error = "aborted", 402, cut
+                    yield b"data: " + error_body(cut, "insufficient_quota", "run_budget_exceeded") + b"\n\n"
+                    _close(up)
+                    break
+                if not wants_usage and _is_usage_only(payload):
+                    continue
+                yield b"data: " + payload + b"\n\n"
+            else:
+                status = "ok"
+            yield _DONE
+        except UpstreamError as e:  # failed after the stream started: no fallback possible any more
+            status, http_status, error = "error", e.upstream_status or 502, e.message
+            yield b"data: " + error_body(e.message, "upstream_error", e.category) + b"\n\n"
+            yield _DONE
+        finally:
+            if status == "client_closed":
+                _close(up)
+            rec = self._record(ctx, raw, started, t0, attempts, status=status, http_status=http_status, target=target,
+                               events=events, raw_usage=up.raw_usage or None, ttft=ttft, error=error)
+            self.rt.writer.submit_nowait(rec)  # no await: this may run inside a cancelled task
+
+    # -- embeddings ------------------------------------------------------------------------
+
+    async def embeddings(self, raw: bytes, headers: Any) -> Response:
+        started, t0 = time.time(), time.perf_counter()
+        body, tags = self._parse(raw, headers)
+        snap = self.rt.snapshot
+        plan = snap.router.resolve(body["model"], tags)
+        ctx = CallContext(new_call_id(), tags, plan, body, False, "embeddings", snap)
+        try:
+            for g in self.guards:
+                g.before(ctx)
+        except ModeluxError as e:
+            return await self._refused(ctx, raw, started, t0, e)
+        attempts: list[Attempt] = []
+
+        async def send(target):
+            return await snap.providers[target.provider].embeddings({**body, "model": target.model}, target.model,
+                                                                    target.timeout_s)
+
+        hdrs = {"x-mlx-call-id": ctx.call_id}
+        try:
+            result, target = await execute(plan, send, attempts)
+        except (UpstreamError, AllTargetsFailed) as e:
+            await self.rt.writer.submit(self._record(ctx, raw, started, t0, attempts, status="error",
+                                                     http_status=e.status, error=e.message))
+            return error_response(e, hdrs)
+        await self.rt.writer.submit(self._record(ctx, raw, started, t0, attempts, status="ok", http_status=200,
+                                                 target=target, result=result))
+        return Response(result.body, status_code=200, media_type=JSON, headers=hdrs)
+
+
+def _is_usage_only(payload: bytes) -> bool:
+    """The extra final chunk we asked for: `"choices": []` with a usage object."""
+    if b'"usage"' not in payload or b'"usage":null' in payload:
+        return False
+    try:
+        d = _decode(payload)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(d, dict) and not d.get("choices") and bool(d.get("usage"))
+
+
+def _close(up: ChatStream) -> None:
+    if up.close is None:
+        return
+    try:
+        r = up.close()
+        if hasattr(r, "__await__"):
+            import asyncio
+            asyncio.ensure_future(r)
+    except Exception:
+        log.debug("closing an upstream stream failed", exc_info=True)

@@ -1,0 +1,71 @@
+"""The attempt loop: tries a plan's targets with retries and fallback, recording each attempt.
+
+The actual upstream call is injected (`send`), so this room decides *when* to try again
+and *where* to go next without knowing how a provider speaks.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, TypeVar
+
+from ..errors import AllTargetsFailed, UpstreamError
+from .plan import Plan, TargetPlan
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Attempt:
+    provider: str
+    model: str
+    status: str                 # ok | error
+    http_status: int | None
+    latency_ms: float
+    error: str | None = None
+    category: str | None = None  # 429 | 5xx | timeout | connect, when retryable
+    next: str | None = None      # what routing did after it: retry | fallback | give_up | pass_through
+
+    def as_dict(self) -> dict:
+        return {"provider": self.provider, "model": self.model, "status": self.status,
+                "http_status": self.http_status, "latency_ms": round(self.latency_ms, 2),
+                "error": self.error, "category": self.category, "next": self.next}
+
+
+async def execute(plan: Plan, send: Callable[[TargetPlan], Awaitable[T]], attempts: list[Attempt]) -> tuple[T, TargetPlan]:
+    """Returns the first success. Appends every attempt to `attempts` (also on failure).
+
+    Raises the UpstreamError itself for client errors (they pass through), or
+    AllTargetsFailed once every target and retry is spent.
+    """
+    retry_on = set(plan.retries.on)
+    for ti, target in enumerate(plan.targets):
+        tries = 1 + plan.retries.attempts
+        for n in range(tries):
+            t0 = time.perf_counter()
+            try:
+                result = await send(target)
+            except UpstreamError as e:
+                a = Attempt(target.provider, target.model, "error", e.upstream_status,
+                            (time.perf_counter() - t0) * 1000, e.message, e.category)
+                attempts.append(a)
+                if e.category is None:
+                    a.next = "pass_through"
+                    raise
+                if e.category in retry_on and n + 1 < tries:
+                    a.next = "retry"
+                    await asyncio.sleep(_backoff_s(plan.retries.backoff_ms, n))
+                    continue
+                a.next = "fallback" if ti + 1 < len(plan.targets) else "give_up"
+                break
+            attempts.append(Attempt(target.provider, target.model, "ok", 200, (time.perf_counter() - t0) * 1000, next=None))
+            return result, target
+    summary = "; ".join(f"{a.provider}/{a.model}: {a.error}" for a in attempts)
+    raise AllTargetsFailed(f"every target failed ({len(attempts)} attempts): {summary}")
+
+
+def _backoff_s(backoff_ms: float, n: int) -> float:
+    """Exponential backoff with a little jitter so concurrent retries don't stampede together."""
+    return backoff_ms / 1000 * (2 ** n) * (0.8 + 0.4 * random.random())

@@ -1,0 +1,116 @@
+"""Builds and holds what a running server needs: config snapshot, providers, store; start/stop."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config.loader import ConfigSet, load_dir
+from .errors import ConfigError
+from .pricing import PriceBook
+from .providers import Provider, build_provider
+from .routing import Router
+from .settings import Paths
+from .storage import Reader, Writer
+
+log = logging.getLogger("modelux")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One consistent view of the config; swapped atomically on reload, read once per request."""
+
+    configs: ConfigSet
+    router: Router
+    prices: PriceBook
+    providers: dict[str, Provider]
+    loaded_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class ReloadStatus:
+    ok: bool = True
+    at: float = field(default_factory=time.time)
+    message: str = "loaded"
+    file: str | None = None
+    line: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "at": self.at, "message": self.message, "file": self.file, "line": self.line}
+
+
+class Runtime:
+    def __init__(self, paths: Paths):
+        self.paths = paths
+        self.configs = load_dir(paths.config_dir)  # raises ConfigError: refuse to start on a bad config
+        self.snapshot = self._build(self.configs, {})
+        self.writer = Writer(paths.db_path)
+        self.reader = Reader(paths.db_path, self.configs.server.runs.idle_timeout_s)
+        self.reload_status = ReloadStatus(message=f"loaded {self.configs.source}")
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self.listeners: list[Any] = []  # callables(snapshot) told about each successful reload
+
+    def _build(self, cs: ConfigSet, old: dict[str, Provider]) -> Snapshot:
+        providers: dict[str, Provider] = {}
+        for name, pc in cs.server.providers.items():
+            prev = old.get(name)
+            # keep the pooled client when a provider's settings did not change
+            providers[name] = prev if prev is not None and getattr(prev, "cfg", None) == pc else build_provider(name, pc)
+        return Snapshot(cs, Router(cs), PriceBook(cs.server.prices, cs.server.providers), providers)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.writer.start()
+        self._record_versions(self.configs)
+        if self.paths.config_dir is not None:
+            self._tasks.append(asyncio.create_task(self._watch()))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for p in self.snapshot.providers.values():
+            await p.aclose()
+        await asyncio.to_thread(self.writer.close)
+
+    async def _watch(self) -> None:
+        from .config.watcher import watch_dir
+
+        await watch_dir(self.paths.config_dir, self.reload, self._stop)
+
+    async def reload(self) -> bool:
+        try:
+            cs = await asyncio.to_thread(load_dir, self.paths.config_dir)
+        except ConfigError as e:
+            self.reload_status = ReloadStatus(False, time.time(), e.message, e.file, e.line)
+            log.error("config change refused, the last good config keeps serving: %s", e.message)
+            return False
+        old = self.snapshot
+        self.snapshot = self._build(cs, old.providers)
+        self.configs = cs
+        for name, p in old.providers.items():
+            if self.snapshot.providers.get(name) is not p:
+                asyncio.get_running_loop().call_later(120, lambda p=p: asyncio.ensure_future(p.aclose()))
+        self.reload_status = ReloadStatus(True, time.time(), f"reloaded {cs.source}: " + ", ".join(
+            f"{n}@{v}" for n, v in cs.versions.items()))
+        log.info("%s", self.reload_status.message)
+        self._record_versions(cs)
+        for cb in self.listeners:
+            cb(self.snapshot)
+        return True
+
+    def _record_versions(self, cs: ConfigSet) -> None:
+        rows = [(n, cs.versions[n], cs.texts[n], cs.files.get(n, cs.source)) for n in cs.routing]
+        now = time.time()
+
+        def write(conn):
+            conn.executemany("INSERT OR IGNORE INTO config_versions (name, version, content, source, first_seen) "
+                             "VALUES (?, ?, ?, ?, ?)", [(*r, now) for r in rows])
+
+        self.writer.execute(write)

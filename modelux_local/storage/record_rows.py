@@ -1,0 +1,130 @@
+"""Turning CallRecords into rows: pricing, stream assembly, and the per-run rollup."""
+from __future__ import annotations
+
+from typing import Any
+
+import apsw
+import msgspec
+
+from ..core.records import CallRecord
+from ..core.usage import usage_from_openai
+
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder()
+
+
+def assemble_stream(events: list[bytes]) -> dict:
+    """Rebuilds a chat.completion from streamed chunk payloads (content, tool calls, usage)."""
+    out: dict[str, Any] = {"object": "chat.completion", "choices": []}
+    choices: dict[int, dict] = {}
+    for raw in events:
+        try:
+            ch = _dec.decode(raw)
+        except msgspec.DecodeError:
+            continue
+        if not isinstance(ch, dict):
+            continue
+        for k in ("id", "created", "model", "system_fingerprint"):
+            if k in ch and k not in out:
+                out[k] = ch[k]
+        if ch.get("usage"):
+            out["usage"] = ch["usage"]
+        for c in ch.get("choices") or []:
+            i = c.get("index", 0)
+            slot = choices.setdefault(i, {"index": i, "message": {"role": "assistant", "content": None}, "finish_reason": None})
+            d = c.get("delta") or {}
+            if d.get("content"):
+                slot["message"]["content"] = (slot["message"]["content"] or "") + d["content"]
+            for tc in d.get("tool_calls") or []:
+                calls = slot["message"].setdefault("tool_calls", [])
+                j = tc.get("index", len(calls))
+                while len(calls) <= j:
+                    calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                fn = tc.get("function") or {}
+                if tc.get("id"):
+                    calls[j]["id"] = tc["id"]
+                calls[j]["function"]["name"] += fn.get("name") or ""
+                calls[j]["function"]["arguments"] += fn.get("arguments") or ""
+            if c.get("finish_reason"):
+                slot["finish_reason"] = c["finish_reason"]
+    out["choices"] = [choices[i] for i in sorted(choices)]
+    return out
+
+
+def _finish(rec: CallRecord) -> tuple[bytes | None, Any]:
+    """The response body to store and the usage seen in it."""
+    usage = rec.usage
+    body = rec.response
+    if rec.stream_events is not None:
+        assembled = assemble_stream(rec.stream_events)
+        body = _enc.encode(assembled)
+        if usage is None:
+            usage = usage_from_openai(assembled.get("usage"))
+    elif usage is None and body and rec.status == "ok":
+        try:
+            usage = usage_from_openai(_dec.decode(body).get("usage"))
+        except (msgspec.DecodeError, AttributeError):
+            usage = None
+    return body, usage
+
+
+_INSERT = """INSERT OR REPLACE INTO calls (call_id, run_id, started_at, endpoint, alias, config, config_version,
+ provider, model, status, http_status, input_tokens, output_tokens, cached_tokens, cache_write_tokens,
+ reasoning_tokens, cost_nusd, priced, latency_ms, ttft_ms, stream, retries, tags, attempts, decision, error,
+ request, response, replay_id, original_call_id)
+ VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"""
+
+_RUN_UPSERT = """INSERT INTO runs (run_id, tags, agent, started_at, last_at, calls, errors, retries,
+ input_tokens, output_tokens, cost_nusd, unpriced_calls, replay_id)
+ VALUES (?,?,?,?,?,1,?,?,?,?,?,?,?)
+ ON CONFLICT(run_id) DO UPDATE SET
+  tags = json_patch(runs.tags, excluded.tags),
+  agent = coalesce(runs.agent, excluded.agent),
+  started_at = min(runs.started_at, excluded.started_at),
+  last_at = max(runs.last_at, excluded.last_at),
+  calls = runs.calls + 1, errors = runs.errors + excluded.errors, retries = runs.retries + excluded.retries,
+  input_tokens = runs.input_tokens + excluded.input_tokens,
+  output_tokens = runs.output_tokens + excluded.output_tokens,
+  cost_nusd = runs.cost_nusd + excluded.cost_nusd,
+  unpriced_calls = runs.unpriced_calls + excluded.unpriced_calls,
+  status = CASE WHEN runs.status = 'completed' THEN 'running' ELSE runs.status END,
+  ended_at = CASE WHEN runs.status = 'completed' THEN NULL ELSE runs.ended_at END"""
+
+
+def write_calls(conn: apsw.Connection, recs: list[CallRecord]) -> None:
+    rows, runs = [], []
+    for r in recs:
+        body, usage = _finish(r)
+        r.usage = usage  # later hooks (rollups, log lines) see what the writer derived
+        cost = None
+        if usage is not None and r.provider and r.model and r.price_book is not None:
+            rates = r.price_book.rates(r.provider, r.model)
+            if rates is not None:
+                cost = rates.cost_nanos(usage)
+                r.decision["prices"] = rates.as_trace()
+            else:
+                r.decision["prices"] = None
+        r.cost_nanos = cost
+        if r.raw_usage is not None:
+            r.decision["raw_usage"] = r.raw_usage
+        u = usage
+        retries = max(0, len(r.attempts) - 1)
+        rows.append((
+            r.call_id, r.run_id, r.started_at, r.endpoint, r.alias, r.config, r.config_version,
+            r.provider, r.model, r.status, r.http_status,
+            u and u.input_tokens, u and u.output_tokens, u and u.cached_tokens, u and u.cache_write_tokens,
+            u and u.reasoning_tokens, cost, int(cost is not None), r.latency_ms, r.ttft_ms, int(r.stream), retries,
+            _enc.encode(r.tags).decode(), _enc.encode(r.attempts).decode(), _enc.encode(r.decision).decode(), r.error,
+            r.request, body, r.replay_id, r.original_call_id,
+        ))
+        if r.run_id:
+            ended = r.started_at + (r.latency_ms or 0) / 1000
+            runs.append((
+                r.run_id, _enc.encode(r.tags).decode(), r.tags.get("agent"), r.started_at, ended,
+                int(r.status in ("error", "aborted")), retries,
+                (u.input_tokens if u else 0), (u.output_tokens if u else 0), cost or 0,
+                int(cost is None and r.status == "ok"), r.replay_id,
+            ))
+    conn.executemany(_INSERT, rows)
+    if runs:
+        conn.executemany(_RUN_UPSERT, runs)

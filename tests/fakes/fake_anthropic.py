@@ -1,0 +1,438 @@
+"""A fake Anthropic Messages API: a real aiohttp server on 127.0.0.1 in a background thread.
+
+It validates every request against the documented shape and answers 400 with Anthropic's
+error body when a request is wrong, so translation bugs fail tests:
+
+    with FakeAnthropic() as up:                   # free port; up.base_url has no /v1
+        up.enqueue(status=529)                    # overloaded_error
+        up.enqueue(text="hi", cache_read=100)
+        up.requests[-1].json["messages"]
+
+enqueue() fields (all optional; FIFO, one per POST; `n_times=` repeats):
+    status, error_type, message   an error answer (type defaults from the status)
+    delay_s                       sleep before answering (before the headers, for streams)
+    text, tool_use                the answer; tool_use = [{"name", "input"(dict)}]
+    thinking                      a thinking block before the answer
+    input_tokens, output_tokens, cache_read, cache_write, stop_reason
+    stream_error_after            streams: an `event: error` (overloaded) after that many events
+    disconnect                    close the connection without an answer
+    body / raw_sse                answer with this JSON object / these SSE bytes, as is
+
+Without a scripted answer: when tools are offered (and tool_choice is not none) and the
+last user turn is not a tool result, it calls the first tool (or the forced one) with inputs
+built from the schema; otherwise it answers "echo: <last user text>" (or "tool said: ..."
+after tool results).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+TOP_LEVEL = {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
+             "temperature", "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier"}
+BLOCKS = {"user": {"text", "image", "tool_result", "document"},
+          "assistant": {"text", "tool_use", "thinking", "redacted_thinking"}}
+MEDIA_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
+STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                500: "api_error", 529: "overloaded_error"}
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    json: Any
+    at: float
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    error_type: str | None = None
+    message: str | None = None
+    delay_s: float = 0.0
+    text: str | None = None
+    tool_use: list[dict[str, Any]] | None = None
+    thinking: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read: int = 0
+    cache_write: int = 0
+    stop_reason: str | None = None
+    stream_error_after: int | None = None
+    disconnect: bool = False
+    body: Any = None
+    raw_sse: bytes | None = None
+
+
+class Invalid(Exception):
+    """A request that breaks the documented shape: answered 400 invalid_request_error."""
+
+
+class ThreadedFake:
+    """The thread/loop/runner plumbing shared by the fakes (FakeGemini reuses it)."""
+
+    name = "fake"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+        self.host, self.port = host, port
+        self.requests: list[RecordedRequest] = []
+        self._queue: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def enqueue(self, *, n_times: int = 1, **fields: Any) -> None:
+        reply = self.reply_type(**fields)
+        with self._lock:
+            self._queue.extend(reply for _ in range(n_times))
+
+    reply_type: type = Reply
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def start(self):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(sock, ready), name=self.name, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if not self._loop or not self._thread:
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop = self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    async def __aenter__(self):
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
+        self._loop = loop = asyncio.new_event_loop()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.routes(app)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        loop.run_until_complete(self._runner.setup())
+        loop.run_until_complete(web.SockSite(self._runner, sock).start())
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _shutdown(self) -> None:
+        await self._runner.cleanup()
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in rest:
+            t.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
+    async def take(self, request: web.Request) -> tuple[Reply, Any]:
+        body = await request.read()
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+        rec = RecordedRequest(request.method, request.path_qs, {k.lower(): v for k, v in request.headers.items()},
+                              body, parsed, time.monotonic())
+        with self._lock:
+            self.requests.append(rec)
+            reply = self._queue.popleft() if self._queue else self.reply_type()
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        return reply, parsed
+
+
+def sample_value(schema: dict[str, Any]) -> Any:
+    """A value that fits a (simple) JSON schema: what the fake model 'decides' to pass a tool."""
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "object" or "properties" in schema:
+        return {k: sample_value(v) for k, v in (schema.get("properties") or {}).items()
+                if k in (schema.get("required") or list(schema.get("properties") or {}))}
+    return {"string": "sample", "integer": 1, "number": 1.5, "boolean": True, "array": []}.get(kind, "sample")
+
+
+def text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    out = []
+    for block in content or []:
+        if block.get("type") == "text":
+            out.append(block.get("text", ""))
+        elif block.get("type") == "tool_result":
+            out.append(text_of(block.get("content")))
+    return " ".join(out)
+
+
+# ---------------------------------------------------------------- validation (the documented shape)
+
+def _validate_block(block: Any, role: str, where: str) -> None:
+    if not isinstance(block, dict) or block.get("type") not in BLOCKS[role]:
+        raise Invalid(f"{where}: Input tag '{block.get('type') if isinstance(block, dict) else block}' "
+                      f"is not allowed in a {role} message")
+    kind = block["type"]
+    if kind == "text" and (not isinstance(block.get("text"), str) or not block["text"]):
+        raise Invalid(f"{where}: text content blocks must be non-empty")
+    if kind == "image":
+        src = block.get("source") or {}
+        if src.get("type") == "base64":
+            if src.get("media_type") not in MEDIA_TYPES or not src.get("data"):
+                raise Invalid(f"{where}.source: invalid base64 image source")
+        elif src.get("type") != "url" or not str(src.get("url", "")).startswith(("http://", "https://")):
+            raise Invalid(f"{where}.source: invalid image source")
+    if kind == "tool_use" and not (block.get("id") and block.get("name") and isinstance(block.get("input"), dict)):
+        raise Invalid(f"{where}: tool_use needs id, name and an input object")
+    if kind == "tool_result" and not block.get("tool_use_id"):
+        raise Invalid(f"{where}.tool_use_id: Field required")
+
+
+def _validate_tool_pairing(messages: list[dict[str, Any]]) -> None:
+    """Every tool_use is answered by a tool_result at the start of the very next user turn."""
+    for i, msg in enumerate(messages):
+        blocks = msg["content"] if isinstance(msg["content"], list) else []
+        results = [b for b in blocks if b.get("type") == "tool_result"]
+        if msg["role"] == "user" and results:
+            prev = messages[i - 1]["content"] if i else []
+            uses = {b["id"] for b in prev if isinstance(prev, list) and b.get("type") == "tool_use"}
+            for b in results:
+                if b["tool_use_id"] not in uses:
+                    raise Invalid(f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: "
+                                  f"{b['tool_use_id']}. Each `tool_result` block must have a corresponding "
+                                  "`tool_use` block in the previous message.")
+            if blocks[:len(results)] != results:
+                raise Invalid(f"messages.{i}.content: tool_result blocks must come first")
+        if msg["role"] == "assistant":
+            uses = [b["id"] for b in blocks if b.get("type") == "tool_use"]
+            if uses and i + 1 < len(messages):
+                nxt = messages[i + 1]["content"]
+                answered = {b.get("tool_use_id") for b in nxt if isinstance(nxt, list)}
+                missing = [u for u in uses if u not in answered]
+                if missing:
+                    raise Invalid(f"messages.{i + 1}: `tool_use` ids were found without `tool_result` blocks "
+                                  f"immediately after: {', '.join(missing)}")
+
+
+def _validate_tools(body: dict[str, Any]) -> None:
+    names = set()
+    for i, tool in enumerate(body.get("tools") or []):
+        if not TOOL_NAME.match(str(tool.get("name", ""))):
+            raise Invalid(f"tools.{i}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'")
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            raise Invalid(f"tools.{i}.input_schema: Input should be an object schema with type 'object'")
+        extra = set(tool) - {"name", "description", "input_schema", "cache_control", "type"}
+        if extra:
+            raise Invalid(f"tools.{i}.{sorted(extra)[0]}: Extra inputs are not permitted")
+        names.add(tool["name"])
+    tc = body.get("tool_choice")
+    if tc is not None:
+        if tc.get("type") not in ("auto", "any", "tool", "none"):
+            raise Invalid("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+        if tc["type"] == "tool" and tc.get("name") not in names:
+            raise Invalid(f"tool_choice.name: tool '{tc.get('name')}' not found in tools")
+
+
+def validate(headers: dict[str, str], body: Any) -> None:
+    if not headers.get("x-api-key"):
+        raise PermissionError("x-api-key header is required")
+    if not headers.get("anthropic-version"):
+        raise Invalid("anthropic-version: header is required")
+    if not isinstance(body, dict):
+        raise Invalid("the request body is not valid JSON")
+    extra = set(body) - TOP_LEVEL
+    if extra:
+        raise Invalid(f"{sorted(extra)[0]}: Extra inputs are not permitted")
+    for key in ("model", "max_tokens", "messages"):
+        if key not in body:
+            raise Invalid(f"{key}: Field required")
+    if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
+        raise Invalid("max_tokens: Input should be a positive integer")
+    system = body.get("system")
+    if system is not None and not isinstance(system, str):
+        for j, b in enumerate(system):
+            if b.get("type") != "text" or not b.get("text"):
+                raise Invalid(f"system.{j}: system blocks must be non-empty text blocks")
+    if "temperature" in body and not 0 <= body["temperature"] <= 1:
+        raise Invalid("temperature: Input should be less than or equal to 1")
+    if set((body.get("metadata") or {})) - {"user_id"}:
+        raise Invalid("metadata: Extra inputs are not permitted")
+    messages = body["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise Invalid("messages: at least one message is required")
+    for i, msg in enumerate(messages):
+        role = msg.get("role")
+        if role not in ("user", "assistant"):
+            raise Invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        if role != ("user" if i % 2 == 0 else "assistant"):
+            raise Invalid("messages: roles must alternate between \"user\" and \"assistant\", starting with user")
+        content = msg.get("content")
+        if isinstance(content, str):
+            if not content:
+                raise Invalid(f"messages.{i}: content must be non-empty")
+            continue
+        if not isinstance(content, list) or not content:
+            raise Invalid(f"messages.{i}: all messages must have non-empty content")
+        for j, block in enumerate(content):
+            _validate_block(block, role, f"messages.{i}.content.{j}")
+    _validate_tool_pairing(messages)
+    _validate_tools(body)
+
+
+# ---------------------------------------------------------------- the fake
+
+class FakeAnthropic(ThreadedFake):
+    name = "fake-anthropic"
+    reply_type = Reply
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/messages", self._messages)
+
+    @staticmethod
+    def error_body(status: int, error_type: str | None = None, message: str | None = None) -> dict[str, Any]:
+        etype = error_type or STATUS_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": etype, "message": message or f"fake: scripted {status}"},
+                "request_id": "req_" + uuid.uuid4().hex[:24]}
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        reply, body = await self.take(request)
+        if reply.disconnect:
+            request.transport.close()
+            return web.Response()
+        if reply.status >= 400:
+            return web.json_response(self.error_body(reply.status, reply.error_type, reply.message),
+                                     status=reply.status)
+        try:
+            validate({k.lower(): v for k, v in request.headers.items()}, body)
+        except PermissionError as exc:
+            return web.json_response(self.error_body(401, "authentication_error", str(exc)), status=401)
+        except Invalid as exc:
+            return web.json_response(self.error_body(400, "invalid_request_error", str(exc)), status=400)
+        if reply.raw_sse is not None:
+            return web.Response(body=reply.raw_sse, content_type="text/event-stream")
+        if reply.body is not None:
+            return web.json_response(reply.body)
+        message = self._answer(body, reply)
+        if body.get("stream"):
+            return await self._stream(request, message, reply)
+        return web.json_response(message)
+
+    def _answer(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        messages = body["messages"]
+        last = messages[-1]
+        last_blocks = last["content"] if isinstance(last["content"], list) else []
+        after_tool = any(b.get("type") == "tool_result" for b in last_blocks)
+        content: list[dict[str, Any]] = []
+        if reply.thinking:
+            content.append({"type": "thinking", "thinking": reply.thinking, "signature": "sig"})
+        uses = reply.tool_use
+        choice = body.get("tool_choice") or {"type": "auto"}
+        if uses is None and body.get("tools") and not after_tool and choice["type"] != "none":
+            tool = next((t for t in body["tools"] if t["name"] == choice.get("name")), body["tools"][0])
+            uses = [{"name": tool["name"], "input": sample_value(tool["input_schema"])}]
+        if uses:
+            if reply.text:
+                content.append({"type": "text", "text": reply.text})
+            for k, u in enumerate(uses):
+                content.append({"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}{k}",
+                                "name": u["name"], "input": u.get("input", {})})
+        else:
+            text = reply.text
+            if text is None:
+                text = f"tool said: {text_of(last['content'])}" if after_tool else f"echo: {text_of(last['content'])}"
+            content.append({"type": "text", "text": text})
+        prompt = json.dumps(body.get("system", "")) + json.dumps(messages)
+        produced = json.dumps(content)
+        return {
+            "id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant",
+            "model": body["model"], "content": content,
+            "stop_reason": reply.stop_reason or ("tool_use" if uses else "end_turn"), "stop_sequence": None,
+            "usage": {"input_tokens": reply.input_tokens or len(prompt) // 4 + 1,
+                      "output_tokens": reply.output_tokens or len(produced) // 4 + 1,
+                      "cache_read_input_tokens": reply.cache_read,
+                      "cache_creation_input_tokens": reply.cache_write},
+        }
+
+    @staticmethod
+    def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The documented event sequence for a message (text in words, tool input in fragments)."""
+        usage = message["usage"]
+        start = {**message, "content": [], "stop_reason": None,
+                 "usage": {**usage, "output_tokens": 1}}
+        events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start}),
+                                                    ("ping", {"type": "ping"})]
+        for i, block in enumerate(message["content"]):
+            kind = block["type"]
+            if kind == "text":
+                events.append(("content_block_start", {"type": "content_block_start", "index": i,
+                                                       "content_block": {"type": "text", "text": ""}}))
+                deltas = [{"type": "text_delta", "text": w} for w in re.findall(r"\s*\S+", block["text"])]
+            elif kind == "thinking":
+                events.append(("content_block_start", {"type": "content_block_start", "index": i,
+                                                       "content_block": {"type": "thinking", "thinking": ""}}))
+                deltas = [{"type": "thinking_delta", "thinking": block["thinking"]},
+                          {"type": "signature_delta", "signature": block["signature"]}]
+            else:
+                events.append(("content_block_start", {"type": "content_block_start", "index": i,
+                                                       "content_block": {**block, "input": {}}}))
+                args = json.dumps(block["input"])
+                deltas = [{"type": "input_json_delta", "partial_json": ""}] + [
+                    {"type": "input_json_delta", "partial_json": args[j:j + 7]} for j in range(0, len(args), 7)]
+            events += [("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d})
+                       for d in deltas]
+            events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+        events.append(("message_delta", {"type": "message_delta",
+                                         "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                                         "usage": {"output_tokens": usage["output_tokens"]}}))
+        events.append(("message_stop", {"type": "message_stop"}))
+        return events
+
+    async def _stream(self, request: web.Request, message: dict[str, Any], reply: Reply) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
+                                           "cache-control": "no-cache"})
+        await resp.prepare(request)
+        for k, (name, data) in enumerate(self.stream_events(message)):
+            if reply.stream_error_after is not None and k >= reply.stream_error_after:
+                name, data = "error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+                await resp.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+                break
+            await resp.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+        await resp.write_eof()
+        return resp
