@@ -122,7 +122,8 @@ def start_proxy(ctx: Context, config_dir: Path, data_dir: Path, port: int | None
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     proc = Proc("proxy", [*modelux_cmd(ctx), "serve", "--headless", "--port", str(port),
-                          "--config-dir", str(config_dir), "--data-dir", str(data_dir)],
+                          "--config-dir", str(config_dir), "--data-dir", str(data_dir),
+                          *shlex.split(getattr(ctx.args, "proxy_args", "") or "")],
                 ctx.workdir, env={"BENCH_UPSTREAM_KEY": "sk-bench"})
     origin = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + ready_timeout_s

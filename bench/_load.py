@@ -20,6 +20,7 @@ class PhaseResult:
     ttfts: list[float] = field(default_factory=list)        # streams: first body bytes
     errors: int = 0
     first_error: str | None = None
+    odd_status: dict[int, int] = field(default_factory=dict)  # 2xx other than 200: counted, not failed
 
     def error(self, what: str) -> None:
         self.errors += 1
@@ -43,6 +44,8 @@ def summarise(r: PhaseResult) -> dict:
         out |= {"ttft_p50_ms": ms(percentile(r.ttfts, 0.5)), "ttft_p99_ms": ms(percentile(r.ttfts, 0.99))}
     if r.first_error:
         out["first_error"] = r.first_error[:300]
+    if r.odd_status:
+        out["unexpected_status"] = {str(k): v for k, v in r.odd_status.items()}
     return out
 
 
@@ -71,10 +74,12 @@ async def drive(sess: aiohttp.ClientSession, url: str, make_body: Callable[[int]
                         if first is None:
                             first = time.perf_counter()
                         tail = (tail + chunk)[-32:]
-                    ok = resp.status == 200 and tail.endswith(b"data: [DONE]\n\n")
+                    ok = 200 <= resp.status < 300 and tail.endswith(b"data: [DONE]\n\n")
                 else:
                     body = await resp.read()
-                    ok = resp.status == 200 and b'"choices"' in body
+                    ok = 200 <= resp.status < 300 and b'"choices"' in body
+                if ok and resp.status != 200:
+                    result.odd_status[resp.status] = result.odd_status.get(resp.status, 0) + 1
                 t1 = time.perf_counter()
                 if not ok:
                     detail = tail if stream else body

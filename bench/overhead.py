@@ -173,6 +173,8 @@ def render(f: dict) -> str:
             f"{cell(r['client_cpu_ms_per_req'], 7, '{:.3f}')}")
         if r.get("first_error"):
             lines.append(f"        first error: {r['first_error'][:160]}")
+        if r.get("unexpected_status"):
+            lines.append(f"        answered 2xx but not 200 (counted as ok): {r['unexpected_status']}")
     if f["overhead"]:
         lines += ["", "added by the proxy (proxied - direct)",
                   "mode    conc   Δp50 ms   Δp99 ms   p50 ×   p99 ×  req/s ×  Δttft p50  Δttft p99  proxy cpu ms/req"]

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the scratch dir (configs, proxy log, database)")
     ap.add_argument("--proxy-cmd", help="command that runs the proxy (default: this venv's modelux-local); "
                     "`serve --headless --port …` is appended")
+    ap.add_argument("--proxy-args", default="", help="extra arguments after `serve`, e.g. --proxy-args=--quiet")
     for m in modules.values():
         if hasattr(m, "add_arguments"):
             m.add_arguments(ap)

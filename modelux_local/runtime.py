@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from .config.loader import ConfigSet, load_dir
 from .errors import ConfigError
@@ -53,6 +53,10 @@ class Runtime:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.listeners: list[Any] = []  # callables(snapshot) told about each successful reload
+        # Other rooms add long-running coroutines (webhook delivery, embeddings, run expiry)
+        # and cleanups here before start(); tasks are cancelled on stop, before the writer drains.
+        self.background: list[Callable[[], Awaitable[None]]] = []
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
 
     def _build(self, cs: ConfigSet, old: dict[str, Provider]) -> Snapshot:
         providers: dict[str, Provider] = {}
@@ -69,12 +73,19 @@ class Runtime:
         self._record_versions(self.configs)
         if self.paths.config_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch()))
+        for job in self.background:
+            self._tasks.append(asyncio.create_task(job()))
 
     async def stop(self) -> None:
         self._stop.set()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for cleanup in self.on_stop:
+            try:
+                await cleanup()
+            except Exception:
+                log.exception("cleanup failed")
         for p in self.snapshot.providers.values():
             await p.aclose()
         await asyncio.to_thread(self.writer.close)

@@ -1,6 +1,10 @@
-"""Numbered schema migrations. Append only: never edit one that has shipped."""
+"""Numbered schema migrations. Append only: never edit one that has shipped.
 
-MIGRATIONS: list[tuple[int, str]] = [
+Each room keeps its tables in its own schema_*.py list; numbers are unique across them
+(1 core, 2 search, 3 events/budgets, 4 replay) and applied in order.
+"""
+
+CORE: list[tuple[int, str]] = [
     (1, """
 CREATE TABLE config_versions (
     name TEXT NOT NULL, version TEXT NOT NULL, content TEXT NOT NULL,
@@ -34,3 +38,15 @@ CREATE INDEX calls_run ON calls(run_id, started_at);
 CREATE INDEX calls_started ON calls(started_at);
 """),
 ]
+
+
+def _all() -> list[tuple[int, str]]:
+    from . import schema_events, schema_replay, schema_search
+
+    out = sorted(CORE + schema_search.MIGRATIONS + schema_events.MIGRATIONS + schema_replay.MIGRATIONS)
+    numbers = [n for n, _ in out]
+    assert len(numbers) == len(set(numbers)), f"duplicate migration numbers: {numbers}"
+    return out
+
+
+MIGRATIONS = _all()
