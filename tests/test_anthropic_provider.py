@@ -270,5 +270,47 @@ async def test_missing_key_is_reported_without_leaking(up, monkeypatch):
     p = AnthropicProvider("a3", ProviderConfig(kind="anthropic", base_url=up.base_url, api_key_env="NOPE_KEY"))
     with pytest.raises(UpstreamError) as err:
         await p.chat(req({"messages": [{"role": "user", "content": "x"}]}))
-    assert "NOPE_KEY" in str(err.value) and err.value.status == 401
+    assert "NOPE_KEY" in str(err.value) and err.value.category == "config"
     await p.aclose()
+
+
+async def test_dropped_and_truncated_streams_are_connect_errors(up, provider):
+    up.enqueue(disconnect=True)
+    with pytest.raises(UpstreamError) as err:
+        await provider.chat(req({"messages": [{"role": "user", "content": "x"}]}))
+    assert err.value.category == "connect"
+    # a stream that stops before message_stop is an error, not a silently short answer
+    up.enqueue(raw_sse=b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","model":"c",'
+                       b'"usage":{"input_tokens":1,"output_tokens":1}}}\n\n'
+                       b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+                       b'"delta":{"type":"text_delta","text":"par"}}\n\n')
+    stream = await provider.chat_stream(req({"messages": [{"role": "user", "content": "x"}]}, stream=True))
+    with pytest.raises(UpstreamError) as err:
+        await collect(stream)
+    assert err.value.category == "connect" and "message_stop" in str(err.value)
+
+
+async def test_stream_close_mid_way(up, provider):
+    up.enqueue(text=" ".join(["w"] * 200))
+    stream = await provider.chat_stream(req({"messages": [{"role": "user", "content": "x"}]}, stream=True))
+    first = await stream.events.__anext__()
+    assert json.loads(first)["choices"][0]["delta"]["role"] == "assistant"
+    await stream.close()
+
+
+async def test_sse_parser_handles_any_split():
+    from modelux_local.providers._sse import iter_sse
+    wire = (b": comment\r\nevent: a\r\ndata: {\"x\": 1}\r\n\r\nid: 7\ndata: line1\ndata: line2\n\n"
+            b"data:" + b"y" * 300_000 + b"\n\ndata: tail-without-blank-line")
+
+    class Body:  # what iter_sse reads: aiohttp's StreamReader.iter_any()
+        def __init__(self, size):
+            self.size = size
+
+        async def iter_any(self):
+            for i in range(0, len(wire), self.size):
+                yield wire[i:i + self.size]
+
+    for size in (1, 3, 7, 64, len(wire)):
+        events = [(e.event, e.data) async for e in iter_sse(Body(size))]
+        assert events == [("a", '{"x": 1}'), ("", "line1\nline2"), ("", "y" * 300_000), ("", "tail-without-blank-line")]

@@ -7,8 +7,10 @@ Unexpressible requests are refused with a 400 naming the parameter.
 """
 from __future__ import annotations
 
+import base64
 import json
 import secrets
+import struct
 import time
 from typing import Any
 
@@ -453,8 +455,6 @@ def embeddings_request(body: dict[str, Any], model: str) -> tuple[dict[str, Any]
 
 
 def embeddings_to_openai(resp: dict[str, Any], model: str, texts: list[str], encoding: str | None) -> tuple[dict, Usage]:
-    import base64
-    import struct
     data = []
     for i, emb in enumerate(resp.get("embeddings") or []):
         values = emb.get("values") or []

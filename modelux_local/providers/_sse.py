@@ -30,14 +30,14 @@ class SSEEvent:
 
 async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[SSEEvent]:
     """Yields one SSEEvent per blank-line-terminated event; comments and `id:`/`retry:` skipped."""
-    buf = b""
+    buf = bytearray()  # amortised appends while a long line arrives in many small reads
     event, data = "", []
     async for chunk in content.iter_any():
         buf += chunk
         if b"\n" not in chunk:
             continue
         lines = buf.split(b"\n")
-        buf = lines.pop()  # the unfinished tail waits for more bytes
+        buf = bytearray(lines.pop())  # the unfinished tail waits for more bytes
         for raw in lines:
             line = raw[:-1] if raw.endswith(b"\r") else raw
             if not line:
@@ -123,5 +123,8 @@ async def prefetch(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 def stream_closer(resp: aiohttp.ClientResponse, chunks: Any):
     async def close() -> None:
         resp.close()  # drops the connection: the upstream stops generating (and billing)
-        await chunks.aclose()
+        try:
+            await chunks.aclose()
+        except RuntimeError:
+            pass  # still being iterated by a task the caller is cancelling: its finally closes up
     return close

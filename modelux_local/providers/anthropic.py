@@ -39,9 +39,9 @@ class AnthropicProvider:
         env = self.cfg.api_key_env or DEFAULT_KEY_ENV
         key = os.environ.get(env)
         if not key:
-            raise UpstreamError(f"{self.name}: environment variable {env} is not set", status=401, category=None,
-                                body=tr.openai_error_body(f"provider '{self.name}' has no API key: set {env}",
-                                                          "invalid_request_error", "invalid_api_key"))
+            # category "config" (as the openai kind does): not retried, but routing may fall back
+            raise UpstreamError(f"provider {self.name!r}: environment variable {env} is not set",
+                                status=None, category="config")
         headers = {
             "x-api-key": key,
             "anthropic-version": self.cfg.api_version or tr.DEFAULT_VERSION,

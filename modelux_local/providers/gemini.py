@@ -17,8 +17,8 @@ import aiohttp
 from ..config.schema import ProviderConfig
 from ..errors import UpstreamError
 from . import _gemini_translate as tr
-from ._sse import (client_timeout, decode_json, encode_json, iter_sse, new_session, openai_error_body, prefetch,
-                   stream_closer, transport_error)
+from ._sse import (client_timeout, decode_json, encode_json, iter_sse, new_session, prefetch, stream_closer,
+                   transport_error)
 from .base import ChatRequest, ChatResult, ChatStream
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -53,9 +53,9 @@ class GeminiProvider:
         envs = (self.cfg.api_key_env,) if self.cfg.api_key_env else DEFAULT_KEY_ENVS
         key = next((os.environ[e] for e in envs if os.environ.get(e)), None)
         if not key:
-            msg = f"provider '{self.name}' has no API key: set {envs[0]}"
-            raise UpstreamError(f"{self.name}: {msg}", status=401, category=None,
-                                body=openai_error_body(msg, "invalid_request_error", "invalid_api_key"))
+            # category "config" (as the openai kind does): not retried, but routing may fall back
+            raise UpstreamError(f"provider {self.name!r}: environment variable {envs[0]} is not set",
+                                status=None, category="config")
         headers = {"x-goog-api-key": key, "content-type": "application/json"}
         headers.update(self.cfg.headers)
         return headers

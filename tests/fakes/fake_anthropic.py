@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -271,7 +271,8 @@ def _validate_tools(body: dict[str, Any]) -> None:
 
 
 def validate(headers: dict[str, str], body: Any) -> None:
-    if not headers.get("x-api-key"):
+    # the API takes x-api-key; newer SDKs (anthropic>=2) send `authorization: Bearer` instead
+    if not headers.get("x-api-key") and not headers.get("authorization", "").startswith("Bearer "):
         raise PermissionError("x-api-key header is required")
     if not headers.get("anthropic-version"):
         raise Invalid("anthropic-version: header is required")
