@@ -89,6 +89,19 @@ class Price(_S, kw_only=True):
     cache_write: float | None = None
 
 
+class PromotionSection(_S, kw_only=True):
+    """[promotion]: the gate `config promote` applies to a replay, and how replays judge quality."""
+
+    max_success_drop_pp: float = 2.0           # agent success may fall by at most this many points
+    max_p95_latency_increase_pct: float = 25.0  # p95 run latency may rise by at most this much
+    max_error_rate_increase_pp: float = 1.0    # error rate per request may rise by at most this many points
+    similarity_threshold: float = 0.8          # `similarity` evaluator: cosine at or above it accepts
+    embedder: str = "@embedder"                # alias that embeds answers for `similarity`
+    judge: str = "@judge"                      # alias that judges for `judge`
+    judge_rubric: str = ("Does answer B accomplish the task at least as well as answer A: correct, "
+                         "complete, and following the instructions?")
+
+
 class ServerConfig(_S, kw_only=True):
     """modelux.toml"""
 
@@ -101,6 +114,7 @@ class ServerConfig(_S, kw_only=True):
     limits: LimitsSection = LimitsSection()
     runs: RunsSection = RunsSection()
     prices: dict[str, Price] = {}
+    promotion: PromotionSection = PromotionSection()
 
 
 class Retries(_S, kw_only=True):
