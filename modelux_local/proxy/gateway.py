@@ -176,7 +176,7 @@ class Gateway:
             await self.rt.writer.submit(self._record(ctx, raw, started, t0, attempts, status="ok", http_status=200,
                                                      target=target, result=result))
             return Response(result.body, status_code=200, media_type=JSON, headers=hdrs)
-        return Stream(self._relay(ctx, raw, started, t0, attempts, target, result, wants_usage),
+        return Stream(self._relay(ctx, raw, started, t0, attempts, target, result, wants_usage), status_code=200,
                       media_type="text/event-stream", headers={**_SSE_HEADERS, **hdrs})
 
     async def _relay(self, ctx: CallContext, raw: bytes, started: float, t0: float, attempts: list[Attempt],
@@ -197,8 +197,11 @@ class Gateway:
                     yield b"data: " + error_body(cut, "insufficient_quota", "run_budget_exceeded") + b"\n\n"
                     _close(up)
                     break
-                if not wants_usage and _is_usage_only(payload):
-                    continue
+                if not wants_usage:
+                    if _is_usage_only(payload):
+                        continue
+                    if b',"usage":null' in payload:  # present only because we asked for usage
+                        payload = payload.replace(b',"usage":null', b"")
                 yield b"data: " + payload + b"\n\n"
             else:
                 status = "ok"
