@@ -41,12 +41,44 @@ class ConfigSet:
         return self.server.routing.default or next(iter(self.routing))
 
 
-def _line_of(text: str, key: str) -> int | None:
+def _line_of(text: str, key: str, after: int = 0) -> int | None:
+    """The first line at or after `after` that assigns `key` (or opens a table naming it)."""
     pat = re.compile(r'(^|[\s{,.\[])"?' + re.escape(key) + r'"?\s*=|^\s*\[+[^\]]*\b' + re.escape(key) + r"\b")
     for i, line in enumerate(text.splitlines(), 1):
-        if pat.search(line.split("#", 1)[0]):
+        if i >= after and pat.search(line.split("#", 1)[0]):
             return i
     return None
+
+
+def _key_path(obj: object, key: str, prefix: tuple = ()) -> tuple | None:
+    """Where `key` sits in the parsed TOML (msgspec hides dict keys as `[...]` in its paths)."""
+    if isinstance(obj, dict):
+        if key in obj:
+            return prefix
+        items = obj.items()
+    elif isinstance(obj, list):
+        items = enumerate(obj)
+    else:
+        return None
+    for k, v in items:
+        found = _key_path(v, key, (*prefix, k))
+        if found is not None:
+            return found
+    return None
+
+
+def _locate(text: str, raw: dict, key: str) -> tuple[int | None, str]:
+    """Line of `key` and its dotted table path, searching below the table that holds it."""
+    path = _key_path(raw, key) or ()
+    tables = [str(p) for p in path if not isinstance(p, int)]
+    after = 0
+    for depth in range(len(tables), 0, -1):  # the nearest [table] header above the key
+        header = re.compile(r"^\s*\[+\s*" + r"\s*\.\s*".join(re.escape(t) for t in tables[:depth]) + r"\s*\]")
+        hit = next((i for i, line in enumerate(text.splitlines(), 1) if header.match(line)), None)
+        if hit:
+            after = hit
+            break
+    return _line_of(text, key, after) or _line_of(text, key), ".".join(tables)
 
 
 def _decode(text: str, path: Path, typ: type[T]) -> T:
@@ -61,17 +93,17 @@ def _decode(text: str, path: Path, typ: type[T]) -> T:
         msg = str(e)
         unknown = re.search(r"unknown field `([^`]+)`", msg)
         at = re.search(r"at `\$([^`]*)`", msg)
-        key = unknown.group(1) if unknown else None
-        if key is None and at:
-            parts = re.findall(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]", at.group(1))
-            names = [p[0] for p in parts if p[0]]
-            key = names[-1] if names else None
-        where = at.group(1).lstrip(".") if at else ""
         if unknown:
+            key = unknown.group(1)
+            line, where = _locate(text, raw, key)
             text_msg = f"unknown key {key!r}" + (f" in [{where}]" if where else "")
-        else:
-            text_msg = msg.split(" - at ")[0] + (f" for key {where!r}" if where else "")
-        raise ConfigError(text_msg, file=str(path), line=_line_of(text, key) if key else None, key=key) from None
+            raise ConfigError(text_msg, file=str(path), line=line, key=key) from None
+        names = re.findall(r"\.([A-Za-z0-9_\-]+)", at.group(1)) if at else []
+        key = names[-1] if names else None
+        line = _locate(text, raw, key)[0] if key else None
+        where = at.group(1).lstrip(".") if at else ""
+        raise ConfigError(msg.split(" - at ")[0] + (f" for key {where!r}" if where else ""),
+                          file=str(path), line=line, key=key) from None
 
 
 def _check_routing(name: str, rc: RoutingConfig, server: ServerConfig, text: str, path: Path) -> None:

@@ -52,7 +52,7 @@ def assemble_stream(events: list[bytes]) -> dict:
 
 
 def _finish(rec: CallRecord) -> tuple[bytes | None, Any]:
-    """The response body to store and the usage seen in it."""
+    """The response body to store and the usage seen in it (raw usage kept for the trace)."""
     usage = rec.usage
     body = rec.response
     if rec.stream_events is not None:
@@ -60,11 +60,16 @@ def _finish(rec: CallRecord) -> tuple[bytes | None, Any]:
         body = _enc.encode(assembled)
         if usage is None:
             usage = usage_from_openai(assembled.get("usage"))
+            if rec.raw_usage is None:
+                rec.raw_usage = assembled.get("usage")
     elif usage is None and body and rec.status == "ok":
         try:
-            usage = usage_from_openai(_dec.decode(body).get("usage"))
+            raw = _dec.decode(body).get("usage")
         except (msgspec.DecodeError, AttributeError):
-            usage = None
+            raw = None
+        usage = usage_from_openai(raw)
+        if rec.raw_usage is None:
+            rec.raw_usage = raw
     return body, usage
 
 

@@ -1,0 +1,26 @@
+"""Dependencies run one way: the core rooms import neither the web framework nor the TUI."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from .server import ROOT
+
+CORE_ROOMS = ["modelux_local.core", "modelux_local.config.loader", "modelux_local.pricing", "modelux_local.routing",
+              "modelux_local.providers", "modelux_local.storage", "modelux_local.runtime"]
+
+
+def test_core_rooms_do_not_import_litestar_or_textual():
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in CORE_ROOMS) +
+            "bad = [m for m in ('litestar', 'textual', 'modelux_local.proxy', 'modelux_local.tui') if m in sys.modules]\n"
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_routing_is_pure():
+    code = ("import sys\nimport modelux_local.routing\n"
+            "bad = [m for m in ('aiohttp', 'apsw', 'litestar', 'modelux_local.storage', 'modelux_local.providers') "
+            "if m in sys.modules]\nprint(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
