@@ -71,10 +71,12 @@ def run(args) -> int:
     app = create_app(rt)
     tui = not args.headless and sys.stdout.isatty()
     print(banner(rt.configs, host, port, str(paths.db_path)), file=sys.stderr, flush=True)
-    if tui:
-        print("  (the terminal UI is not built yet: running headless)", file=sys.stderr)
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
                             log_level="warning", access_log=False, timeout_graceful_shutdown=30)
+    if tui:  # the proxy on its own thread and loop, the TUI in this one (modelux_local/commands/tui_cmd.py)
+        from .tui_cmd import serve_with_tui
+
+        return serve_with_tui(rt, config, paths)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1

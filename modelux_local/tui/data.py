@@ -1,0 +1,321 @@
+"""The one module through which the TUI talks to the rest of modelux_local.
+
+Screens get plain dicts and small dataclasses from `DataSource`; they never import storage,
+config or replay themselves, so what the TUI depends on is visible in this one file.
+
+Reads go through a read-only SQLite connection per thread (screens call these methods from
+Textual thread workers, never from the event loop the proxy serves on). The clock is
+injectable so that snapshot tests can freeze "now".
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+
+from ..config.loader import ConfigSet, load_dir
+from ..errors import ConfigError
+from ..pricing import nanos_to_usd
+from ..storage.db import connect
+from ..storage.queries import Reader
+
+_dec = msgspec.json.Decoder()
+
+RUNS_LIMIT = 300          # the live table shows the most recent runs; older ones are a `runs` query away
+SPARK_MINUTES = 30
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One line of the runs table."""
+
+    run_id: str
+    agent: str | None
+    tags: dict[str, str]
+    status: str               # running | completed | aborted
+    started_at: float
+    last_at: float
+    calls: int
+    errors: int
+    retries: int
+    tokens: int
+    cost_usd: float | None
+    duration_s: float
+    anomalies: tuple[str, ...]
+    abort_reason: str | None
+    budget_usd: float | None  # max_cost_usd of the tightest matching [[budgets]] entry
+
+    @property
+    def budget_share(self) -> float | None:
+        if not self.budget_usd or self.cost_usd is None:
+            return None
+        return self.cost_usd / self.budget_usd
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.anomalies) or self.status == "aborted"
+
+
+@dataclass(frozen=True)
+class Pulse:
+    """The header figures: spend today, calls in the last minute, spend per minute."""
+
+    spend_today_usd: float
+    calls_per_min: int
+    spend_per_minute: list[float]
+    runs_running: int
+
+
+@dataclass(frozen=True)
+class AliasView:
+    name: str
+    strategy: str
+    targets: list[str]        # "provider/model" (with weight when load-balanced)
+    retries: int
+
+
+@dataclass(frozen=True)
+class ConfigView:
+    name: str
+    version: str
+    description: str
+    serving: bool             # the default config (others serve through [[routing.bind]])
+    binds: list[str]          # tag matches that route to it
+    aliases: list[AliasView]
+    file: str | None
+
+
+@dataclass(frozen=True)
+class ReloadView:
+    ok: bool
+    at: float | None
+    message: str
+    file: str | None = None
+    line: int | None = None
+    live: bool = False        # True: the status of the server in this process; False: the files validated now
+
+
+@dataclass(frozen=True)
+class ConfigsState:
+    source: str
+    configs: list[ConfigView]
+    reload: ReloadView
+    versions: list[dict]      # config_versions rows, newest first
+    promotions: list[dict] = field(default_factory=list)
+
+
+class DataSource:
+    """Reads for the TUI. `runtime` is the in-process server (serve with the TUI), or None (`tui`)."""
+
+    def __init__(self, db_path: Path | str, config_dir: Path | None = None, *, runtime: Any = None,
+                 clock: Callable[[], float] = time.time):
+        self.db_path = Path(db_path)
+        self.config_dir = config_dir
+        self.runtime = runtime
+        self.clock = clock
+        self._local = threading.local()
+        self._configs: ConfigSet | None = None
+        self._config_error: ConfigError | None = None
+        self._config_checked = 0.0
+        self._config_lock = threading.Lock()
+
+    @property
+    def live(self) -> bool:
+        return self.runtime is not None
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _conn(self):
+        """A read-only connection per thread; None until the server has created the database."""
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            if not self.db_path.exists():
+                return None
+            try:
+                c = connect(self.db_path, readonly=True)
+                c.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+            except Exception:  # not migrated yet (the server is starting): try again next refresh
+                return None
+            self._local.conn = c
+        return c
+
+    def _reader(self) -> Reader | None:
+        conn = self._conn()
+        if conn is None:
+            return None
+        r = getattr(self._local, "reader", None)
+        if r is None:
+            r = Reader(self.db_path, self.idle_timeout_s())
+            r._local.conn = conn  # share our read-only connection: Reader.conn() would open read-write and migrate
+            self._local.reader = r
+        return r
+
+    # -- configs ---------------------------------------------------------------------------
+
+    def config_set(self) -> ConfigSet | None:
+        """The configs: the running server's when in-process, else the config dir read now (cached 1 s)."""
+        if self.runtime is not None:
+            return self.runtime.configs
+        with self._config_lock:
+            now = time.monotonic()
+            if self._configs is None and self._config_error is None or now - self._config_checked > 1.0:
+                self._config_checked = now
+                try:
+                    self._configs, self._config_error = load_dir(self.config_dir), None
+                except ConfigError as e:
+                    self._config_error = e  # keep the last good set: it is what a server would keep serving
+            return self._configs
+
+    def idle_timeout_s(self) -> float:
+        cs = self.config_set()
+        return cs.server.runs.idle_timeout_s if cs else 300.0
+
+    def budget_for(self, tags: dict[str, str]) -> float | None:
+        """The tightest max_cost_usd among the [[budgets]] whose `match` the run's tags satisfy."""
+        cs = self.config_set()
+        if cs is None:
+            return None
+        limits = [b.max_cost_usd for b in cs.server.budgets
+                  if b.max_cost_usd is not None and all(tags.get(k) == v for k, v in b.match.items())]
+        return min(limits) if limits else None
+
+    def configs(self) -> ConfigsState:
+        cs = self.config_set()
+        views: list[ConfigView] = []
+        if cs is not None:
+            binds: dict[str, list[str]] = {}
+            for b in cs.server.routing.bind:
+                binds.setdefault(b.config, []).append(", ".join(f"{k}={v}" for k, v in b.match.items()))
+            for name, rc in cs.routing.items():
+                aliases = [AliasView(f"@{a}", al.strategy,
+                                     [f"{t.provider}/{t.model}" + (f" ×{t.weight:g}" if al.strategy == "loadbalance" else "")
+                                      for t in al.targets], al.retries.attempts)
+                           for a, al in rc.aliases.items()]
+                views.append(ConfigView(name, cs.versions[name], rc.description, name == cs.default_name,
+                                        binds.get(name, []), aliases, cs.files.get(name)))
+        return ConfigsState(source=cs.source if cs else str(self.config_dir), configs=views,
+                            reload=self._reload_view(cs), versions=self.config_versions(),
+                            promotions=self.promotions())
+
+    def _reload_view(self, cs: ConfigSet | None) -> ReloadView:
+        rt = self.runtime
+        if rt is not None:
+            s = rt.reload_status
+            return ReloadView(s.ok, s.at, s.message, s.file, s.line, live=True)
+        e = self._config_error
+        if e is not None:
+            return ReloadView(False, None, e.message, e.file, e.line)
+        return ReloadView(True, None, f"{cs.source if cs else '?'}: valid")
+
+    def config_versions(self, limit: int = 50) -> list[dict]:
+        conn = self._conn()
+        if conn is None:
+            return []
+        rows = conn.execute("SELECT name, version, source, first_seen FROM config_versions "
+                            "ORDER BY first_seen DESC, name LIMIT ?", (limit,)).fetchall()
+        return [{"name": n, "version": v, "source": s, "first_seen": t} for n, v, s, t in rows]
+
+    def promotions(self, limit: int = 20) -> list[dict]:
+        """The promotion / rollback audit (the replay room's config_audit table), newest first."""
+        conn = self._conn()
+        if conn is None:
+            return []
+        try:
+            rows = conn.execute("SELECT at, action, name, from_number, to_number, replay_id, reason, who "
+                                "FROM config_audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        except Exception:  # a database from before the replay room's migration
+            return []
+        return [{"at": datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S"), "action": action,
+                 "config": f"@{name}", "version": f"{a or '-'} → {b or '-'}", "replay": replay_id or "",
+                 "reason": reason or "", "who": who}
+                for at, action, name, a, b, replay_id, reason, who in rows]
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def runs(self, limit: int = RUNS_LIMIT) -> list[RunRow]:
+        conn = self._conn()
+        if conn is None:
+            return []
+        now, idle = self.clock(), self.idle_timeout_s()
+        rows = conn.execute(
+            "SELECT run_id, agent, tags, status, started_at, last_at, ended_at, calls, errors, retries, "
+            "input_tokens + output_tokens, cost_nusd, unpriced_calls, anomalies, abort_reason FROM runs "
+            "WHERE replay_id IS NULL ORDER BY last_at DESC LIMIT ?", (limit,)).fetchall()
+        out = []
+        for (run_id, agent, tags, status, started, last, ended, calls, errors, retries, tokens, cost, unpriced,
+             anomalies, abort_reason) in rows:
+            if status == "running" and now - last > idle:
+                status = "completed"
+            tag_map = _dec.decode(tags) if tags else {}
+            out.append(RunRow(
+                run_id=run_id, agent=agent, tags=tag_map, status=status, started_at=started, last_at=last,
+                calls=calls, errors=errors, retries=retries, tokens=tokens or 0,
+                cost_usd=None if calls and unpriced == calls else nanos_to_usd(cost),
+                duration_s=max(0.0, (ended if ended is not None else last) - started),
+                anomalies=tuple(_dec.decode(anomalies)) if anomalies else (), abort_reason=abort_reason,
+                budget_usd=self.budget_for(tag_map)))
+        return out
+
+    def pulse(self) -> Pulse:
+        conn = self._conn()
+        if conn is None:
+            return Pulse(0.0, 0, [0.0] * SPARK_MINUTES, 0)
+        now = self.clock()
+        midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        today = conn.execute("SELECT coalesce(sum(cost_nusd), 0) FROM calls WHERE started_at >= ? AND replay_id IS NULL",
+                             (midnight,)).fetchone()[0]
+        per_min = conn.execute("SELECT count(*) FROM calls WHERE started_at >= ? AND started_at <= ? "
+                               "AND replay_id IS NULL", (now - 60, now)).fetchone()[0]
+        start = now - SPARK_MINUTES * 60
+        buckets = [0.0] * SPARK_MINUTES
+        for minute, nanos in conn.execute(
+                "SELECT CAST((started_at - ?) / 60 AS INTEGER) AS m, sum(cost_nusd) FROM calls "
+                "WHERE started_at >= ? AND started_at <= ? AND replay_id IS NULL GROUP BY m", (start, start, now)):
+            if 0 <= minute < SPARK_MINUTES and nanos:
+                buckets[minute] = nanos_to_usd(nanos)
+        running = conn.execute("SELECT count(*) FROM runs WHERE status = 'running' AND last_at >= ?",
+                               (now - self.idle_timeout_s(),)).fetchone()[0]
+        return Pulse(nanos_to_usd(today) or 0.0, per_min, buckets, running)
+
+    def run_detail(self, run_id: str) -> dict | None:
+        """RunSummary plus `steps` (the management API's shape)."""
+        r = self._reader()
+        return r.get_run(run_id) if r else None
+
+    def call_detail(self, call_id: str) -> dict | None:
+        """A step plus its `request` and `response` bodies."""
+        r = self._reader()
+        return r.get_call(call_id) if r else None
+
+    # -- replay ----------------------------------------------------------------------------
+
+    def replay_available(self) -> bool:
+        return False
+
+    def run_replay(self, run_ids: list[str], candidate: str, progress: Callable[[int, int], None]) -> dict:
+        """Replays runs against @candidate; returns the report (simulate --json's shape)."""
+        raise NotImplementedError("replay is not available in this build")
+
+    def replay_step_diff(self, replay_id: str, run_id: str) -> list[dict]:
+        return []
+
+    def promotion_available(self) -> bool:
+        return False
+
+    def promote(self, name: str, replay_id: str | None) -> str:
+        raise NotImplementedError("promotion is not available in this build")
+
+    def rollback(self) -> str:
+        raise NotImplementedError("rollback is not available in this build")
+
+    def rollback_plan(self, name: str | None) -> str:
+        return "rollback is not available in this build"
+
+    def candidate_configs(self) -> list[str]:
+        cs = self.config_set()
+        return list(cs.routing) if cs else []

@@ -1,0 +1,84 @@
+"""Small modal screens: help, a yes/no confirmation, and a choice from a list."""
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, OptionList, Static
+
+HELP = [
+    ("everywhere", [("?  F1", "this help"), ("ctrl+p", "command palette"), ("esc", "back"), ("q", "quit (stops the proxy when serving)")]),
+    ("runs", [("↑ ↓  enter", "move, open the run's trace"), ("space", "mark a run for replay"),
+              ("r", "replay the marked runs (or the one under the cursor)"), ("/", "filter: words, or tag k=v"),
+              ("s  S", "sort by started / cost / calls / duration / budget; reverse"), ("c", "configs")]),
+    ("run", [("↑ ↓", "walk the tree: run → calls → attempts"), ("enter", "expand / collapse a call"),
+             ("e", "expand every call"), ("tab", "move to the detail pane and scroll it")]),
+    ("configs", [("p", "promote a candidate config (asks first)"), ("b", "roll back (asks first)")]),
+    ("replay", [("p  d  b", "promote / per-step diff / rollback plan")]),
+]
+
+
+class HelpScreen(ModalScreen):
+    BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        t = Table(box=None, padding=(0, 2), show_header=False)
+        t.add_column(style="bold cyan", no_wrap=True)
+        t.add_column()
+        for section, rows in HELP:
+            t.add_row(Text(section, style="bold underline"), "")
+            for k, v in rows:
+                t.add_row(k, v)
+        with Vertical(id="dialog"):
+            yield Static(Text("modelux-local — keys", style="bold"))
+            yield Static(t)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str):
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(self.question)
+            yield Static(Text("y: yes    n / esc: no", style="dim"))
+            yield Button("Yes", id="yes", variant="warning")
+            yield Button("No", id="no")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class ChooseScreen(ModalScreen[str | None]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, options: list[str]):
+        super().__init__()
+        self.title_text = title
+        self.options = options
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(Text(self.title_text, style="bold"))
+            yield OptionList(*self.options, id="choices")
+
+    def on_mount(self) -> None:
+        self.query_one(OptionList).focus()
+
+    @on(OptionList.OptionSelected)
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.options[event.option_index])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

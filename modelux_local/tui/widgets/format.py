@@ -1,0 +1,73 @@
+"""Cell formatting shared by the screens: money, tokens, durations, the budget meter, status."""
+from __future__ import annotations
+
+from rich.text import Text
+
+METER_WIDTH = 8
+_STATUS_STYLE = {"running": "bold green", "completed": "dim", "aborted": "bold red", "ok": "green",
+                 "error": "bold red", "client_closed": "yellow"}
+
+
+def money(usd: float | None) -> str:
+    if usd is None:
+        return "—"
+    if usd == 0:
+        return "$0"
+    if usd < 0.01:
+        return f"${usd:.5f}"
+    if usd < 100:
+        return f"${usd:.4f}"
+    return f"${usd:,.2f}"
+
+
+def tokens(n: int | None) -> str:
+    if n is None:
+        return "—"
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k"
+    return f"{n / 1_000_000:.2f}M"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(int(seconds), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"
+
+
+def ms(v: float | None) -> str:
+    return "—" if v is None else duration(v / 1000)
+
+
+def age(seconds: float) -> str:
+    """'12s', '5m', '3h', '2d' ago."""
+    s = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def meter(share: float | None, width: int = METER_WIDTH) -> Text:
+    """A bar of spend against the run's budget: green, yellow past 80 %, red past 100 %."""
+    if share is None:
+        return Text("—".ljust(width + 5), style="dim")
+    filled = min(width, round(share * width))
+    style = "red" if share >= 1 else "yellow" if share >= 0.8 else "green"
+    bar = Text("█" * filled, style=style)
+    bar.append("░" * (width - filled), style="grey37")
+    bar.append(f" {min(share, 9.99) * 100:3.0f}%", style=f"bold {style}" if share >= 0.8 else "")
+    return bar
+
+
+def status(s: str) -> Text:
+    return Text(s, style=_STATUS_STYLE.get(s, ""))
