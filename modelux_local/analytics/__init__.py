@@ -1,11 +1,57 @@
-"""Rollups, budgets, anomalies and the webhook outbox: what watches runs while they happen.
+"""Budgets, run lifecycle, anomalies and the webhook outbox: what watches runs while they happen.
 
-`attach(rt, gateway)` wires this room into a running server: guards on the gateway,
-hooks on the writer, background tasks on the runtime.
+`attach(rt, gateway)` wires this room into a running server:
+- the budget guard (`budgets.BudgetGuard`) on `gateway.guards`: in-memory checks before each call;
+- the anomaly watcher (`anomalies.AnomalyWatcher`) on `rt.writer.after_batch`: it also writes what
+  the guard decided (aborts, warnings) in the transaction of the call that caused it;
+- background jobs on `rt.background`: webhook delivery, idle-run completion, aborts made by the
+  CLI, the guard's state after a restart, per-agent history for cost outliers.
 """
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
 
-def attach(rt, gateway) -> None:
-    """Filled in by the runs/budgets work (issue 4)."""
-    return None
+from .budgets import BudgetGuard, Pending
+
+
+def guard_of(gateway: Any) -> BudgetGuard | None:
+    """The budget guard attached to a gateway (the management routes act on runs through it)."""
+    return next((g for g in gateway.guards if isinstance(g, BudgetGuard)), None)
+
+
+def attach(rt: Any, gateway: Any) -> BudgetGuard:
+    from . import lifecycle
+    from .anomalies import AnomalyWatcher
+    from .webhooks import Deliverer
+
+    pending = Pending()
+    guard = BudgetGuard(pending)
+    deliverer = Deliverer(rt)
+    loop_box: dict[str, asyncio.AbstractEventLoop] = {}
+
+    def notify() -> None:
+        """Wakes the delivery task; safe from any thread."""
+        loop = loop_box.get("loop")
+        if loop is not None:
+            deliverer.notify_threadsafe(loop)
+
+    watcher = AnomalyWatcher(rt, pending, notify)
+    gateway.guards.append(guard)
+    rt.writer.after_batch.append(watcher)
+    started = time.time()
+
+    async def deliver() -> None:
+        loop_box["loop"] = asyncio.get_running_loop()
+        await deliverer.run()
+
+    rt.background += [
+        deliver,
+        lambda: lifecycle.seed(rt, guard, started),
+        lambda: lifecycle.poll_aborts(rt, guard),
+        lambda: lifecycle.expire_idle(rt, guard, notify),
+        lambda: lifecycle.refresh_history(rt, watcher),
+    ]
+    guard.notify = notify
+    return guard

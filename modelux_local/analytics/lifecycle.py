@@ -1,0 +1,112 @@
+"""Background jobs of the run lifecycle: idle completion, aborts made by the CLI, the guard's
+memory after a restart, and the per-agent history the cost-anomaly check compares against.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import msgspec
+
+from .anomalies import AnomalyWatcher, agent_stats
+from .budgets import ABORTED, EXCEEDED, BudgetGuard
+from .events import complete_idle
+
+log = logging.getLogger("modelux.runs")
+
+# A restarted server reloads the budget state (calls, tokens, cost, first-call time, aborted or
+# not, warned or not) of runs that had a call in this window; older runs start from zero.
+SEED_WINDOW_S = 24 * 3600
+ABORT_POLL_S = 0.5
+HISTORY_REFRESH_S = 60.0
+_dec = msgspec.json.Decoder()
+
+
+def _seed_rows(conn, since: float, before: float) -> tuple[list, list, set]:
+    runs = list(conn.execute(
+        "SELECT run_id, status, abort_reason, abort_code, started_at, last_at FROM runs WHERE last_at >= ?", (since,)))
+    # calls refused by a guard (no provider was tried) did not count against the budget
+    sums = list(conn.execute(
+        "SELECT c.run_id, count(*), sum(coalesce(c.input_tokens, 0) + coalesce(c.output_tokens, 0)), "
+        "sum(coalesce(c.cost_nusd, 0)) FROM calls c JOIN runs r ON r.run_id = c.run_id "
+        "WHERE r.last_at >= ? AND c.started_at < ? AND NOT (c.status = 'aborted' AND c.provider IS NULL) "
+        "GROUP BY c.run_id", (since, before)))
+    warned = {r[0] for r in conn.execute(
+        "SELECT DISTINCT run_id FROM events WHERE event = 'budget.warning' AND at >= ?", (since,))}
+    return runs, sums, warned
+
+
+async def seed(rt: Any, guard: BudgetGuard, started: float) -> None:
+    """Refills the guard's per-run state from the database, in the background after start.
+    Calls made since `started` are already counted live, so only earlier ones are added."""
+    t0 = time.perf_counter()
+    runs, sums, warned = await asyncio.to_thread(lambda: _seed_rows(rt.reader.conn(), started - SEED_WINDOW_S, started))
+    by_run = {r[0]: r[1:] for r in sums}
+    for run_id, status, reason, code, started_at, last_at in runs:
+        st = guard.state(run_id, last_at)
+        st.started = min(st.started, started_at)
+        if (s := by_run.get(run_id)) is not None:
+            st.calls += s[0]
+            st.tokens += s[1] or 0
+            st.cost += s[2] or 0
+        st.warned = st.warned or run_id in warned
+        if status == "aborted" and st.blocked is None:
+            st.blocked = (code or ABORTED, _blocked_message(run_id, code, reason))
+    log.info("budget state of %d recent runs loaded in %.0f ms", len(runs), (time.perf_counter() - t0) * 1000)
+
+
+def _blocked_message(run_id: str, code: str | None, reason: str | None) -> str:
+    if code == EXCEEDED:
+        return reason or f"run {run_id!r} exceeded its budget"
+    return f"run {run_id!r} was aborted" + (f": {reason}" if reason else "")
+
+
+async def poll_aborts(rt: Any, guard: BudgetGuard) -> None:
+    """Aborts written by another process (the CLI) reach this server's guard within ~ABORT_POLL_S."""
+    def newest(conn):
+        return conn.execute("SELECT coalesce(max(seq), 0) FROM run_aborts").fetchone()[0]
+
+    def since(conn, seq):
+        return list(conn.execute("SELECT seq, run_id, reason, code FROM run_aborts WHERE seq > ? ORDER BY seq", (seq,)))
+
+    seq = await asyncio.to_thread(lambda: newest(rt.reader.conn()))
+    while True:
+        await asyncio.sleep(ABORT_POLL_S)
+        try:
+            rows = await asyncio.to_thread(lambda: since(rt.reader.conn(), seq))
+        except Exception:
+            log.exception("reading aborts failed")
+            continue
+        for seq, run_id, reason, code in rows:
+            st = guard.state(run_id)
+            if st.blocked is None:
+                st.blocked = (code, _blocked_message(run_id, code, reason))
+                log.warning("run %s aborted from outside the server: %s", run_id, reason or "(no reason)")
+
+
+async def expire_idle(rt: Any, guard: BudgetGuard, notify) -> None:
+    """Marks runs completed after `[runs] idle_timeout_s` without a call; fires `run.completed`."""
+    while True:
+        idle = rt.configs.server.runs.idle_timeout_s
+        await asyncio.sleep(max(0.2, min(idle / 4, 15.0)))
+        busy = {r for r, st in list(guard.runs.items()) if st.inflight > 0}
+        try:
+            done = await rt.writer.run(
+                lambda conn: complete_idle(conn, rt.reader, rt.configs.server.webhooks, idle, busy.__contains__))
+        except Exception:
+            log.exception("completing idle runs failed")
+            continue
+        if done:
+            notify()
+        guard.prune(time.time() - SEED_WINDOW_S)
+
+
+async def refresh_history(rt: Any, watcher: AnomalyWatcher) -> None:
+    while True:
+        try:
+            watcher.history = await asyncio.to_thread(lambda: agent_stats(rt.reader.conn()))
+        except Exception:
+            log.exception("refreshing agent history failed")
+        await asyncio.sleep(HISTORY_REFRESH_S)
