@@ -22,6 +22,8 @@ from ..errors import BadRequest
 
 REFUSED = {"container", "mcp_servers", "context_management"}
 IGNORED = {"service_tier", "anthropic_version", "anthropic_beta"}
+KNOWN = {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature",
+         "top_p", "top_k", "tools", "tool_choice", "thinking", "mlx:tags"} | IGNORED
 STOP_REASON = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                "function_call": "tool_use", "content_filter": "refusal"}
 ERROR_TYPE = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
@@ -134,8 +136,9 @@ def _tags(metadata: Any) -> dict[str, str]:
 
 def anthropic_request_to_openai(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """An OpenAI chat body and the tags found in `metadata`; raises BadRequest when it cannot."""
-    for key in REFUSED & body.keys():
-        raise BadRequest(f"'{key}' is not supported by this gateway", param=key)
+    for key in body:
+        if key in REFUSED or key not in KNOWN:
+            raise BadRequest(f"'{key}' is not supported by this gateway", param=key)
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         raise BadRequest("messages: at least one message is required", param="messages")
     messages: list[dict[str, Any]] = []
@@ -158,6 +161,10 @@ def anthropic_request_to_openai(body: dict[str, Any]) -> tuple[dict[str, Any], d
     if body.get("stop_sequences"):
         out["stop"] = list(body["stop_sequences"])
     if body.get("tools"):
+        for i, t in enumerate(body["tools"]):
+            if t.get("type") not in (None, "custom"):  # server tools (web search, bash...) run at Anthropic
+                raise BadRequest(f"tool type '{t.get('type')}' is not supported: only client tools with an "
+                                 "input_schema translate", param=f"tools.{i}.type")
         out["tools"] = [{"type": "function", "function": {
             "name": t.get("name"), "description": t.get("description", ""),
             "parameters": t.get("input_schema") or {"type": "object", "properties": {}}}} for t in body["tools"]]

@@ -74,7 +74,8 @@ class Gateway:
 
     # -- request parsing -------------------------------------------------------------------
 
-    def _parse(self, raw: bytes, headers: Any) -> tuple[dict, dict[str, str]]:
+    def decode(self, raw: bytes) -> dict:
+        """The body as a JSON object, within [limits] max_body_mb; BadRequest / BodyTooLarge otherwise."""
         limit = int(self.rt.configs.server.limits.max_body_mb * 1024 * 1024)
         if len(raw) > limit:
             raise BodyTooLarge(f"request body is {len(raw)} bytes; the limit is {limit} ([limits] max_body_mb)")
@@ -84,6 +85,10 @@ class Gateway:
             raise BadRequest(f"request body is not valid JSON: {e}") from None
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
+        return body
+
+    def _parse(self, raw: bytes, headers: Any) -> tuple[dict, dict[str, str]]:
+        body = self.decode(raw)
         try:
             tags = parse_tags(body.pop("mlx:tags", None), headers.get("x-mlx-tags"), headers.get("x-mlx-run-id"))
         except TagError as e:
@@ -100,9 +105,8 @@ class Gateway:
                 events: list[bytes] | None = None, raw_usage: Any = None, ttft: float | None = None,
                 error: str | None = None, response: bytes | None = None) -> CallRecord:
         plan = ctx.plan
-        decision = plan.trace()
-        decision["attempts_made"] = len(attempts)
-        decision["served_by"] = target.label if target else None
+        # the plan's own trace is expanded by the writer thread, off the hot path
+        decision: dict[str, Any] = {"attempts_made": len(attempts), "served_by": target.label if target else None}
         if ctx.state.get("guard_trace"):
             decision["guards"] = ctx.state["guard_trace"]
         rec = CallRecord(
@@ -115,7 +119,7 @@ class Gateway:
             attempts=[a.as_dict() for a in attempts], decision=decision, error=error, request=raw,
             response=result.body if result else response, stream_events=events,
             raw_usage=raw_usage if raw_usage is not None else (result.raw_usage if result else None),
-            price_book=ctx.snapshot.prices,
+            price_book=ctx.snapshot.prices, plan=plan,
         )
         for g in self.guards:
             try:
@@ -127,25 +131,52 @@ class Gateway:
         return rec
 
     async def _refused(self, ctx: CallContext, raw: bytes, started: float, t0: float, e: ModeluxError) -> Response:
+        await self._record_refusal(ctx, raw, started, t0, e)
+        return error_response(e, {"x-mlx-call-id": ctx.call_id})
+
+    async def _record_refusal(self, ctx: CallContext, raw: bytes, started: float, t0: float, e: ModeluxError) -> None:
         status = "aborted" if e.status == 402 else "error"
         await self.rt.writer.submit(self._record(ctx, raw, started, t0, [], status=status, http_status=e.status,
                                                  error=e.message, response=error_body(e.message, e.type, e.code)))
-        return error_response(e, {"x-mlx-call-id": ctx.call_id})
 
     # -- chat completions ------------------------------------------------------------------
 
     async def chat(self, raw: bytes, headers: Any, endpoint: str = "chat") -> Response:
-        started, t0 = time.time(), time.perf_counter()
+        clock = (time.time(), time.perf_counter())
         body, tags = self._parse(raw, headers)
+        out = await self.start_chat(body, raw, tags, endpoint, clock=clock)
+        if out.error is not None:
+            if isinstance(out.error, AllTargetsFailed):
+                e = out.error
+                body502 = error_body(e.message, e.type, e.code, None, attempts=out.attempts)
+                return Response(body502, status_code=502, media_type=JSON, headers=out.headers)
+            return error_response(out.error, out.headers)
+        if out.result is not None:
+            return Response(out.result.body, status_code=200, media_type=JSON, headers=out.headers)
+        return Stream(out.stream(OpenAISSE(out.wants_usage)), status_code=200, media_type="text/event-stream",
+                      headers={**_SSE_HEADERS, **out.headers})
+
+    async def start_chat(self, body: dict, raw: bytes, tags: dict[str, str], endpoint: str = "chat", *,
+                         clock: tuple[float, float] | None = None) -> "ChatOutcome":
+        """Routes an OpenAI chat body (tags already removed) and reports how it went, format-free.
+
+        Shared by /v1/chat/completions and /v1/messages (which translates its body first), so both
+        get the same guards, retries, fallback and records. `raw` is what gets stored as the
+        request. Raises ModeluxError only before a call exists (unknown alias); refusals and
+        upstream failures are recorded and come back in `ChatOutcome.error`.
+        """
+        started, t0 = clock or (time.time(), time.perf_counter())
         snap = self.rt.snapshot
         plan = snap.router.resolve(body["model"], tags)
         stream = bool(body.get("stream"))
         ctx = CallContext(new_call_id(), tags, plan, body, stream, endpoint, snap)
+        hdrs = {"x-mlx-call-id": ctx.call_id}
         try:
             for g in self.guards:
                 g.before(ctx)
         except ModeluxError as e:
-            return await self._refused(ctx, raw, started, t0, e)
+            await self._record_refusal(ctx, raw, started, t0, e)
+            return ChatOutcome(ctx.call_id, hdrs, error=e)
         wants_usage = False
         if stream:
             so = body.get("stream_options")
@@ -159,29 +190,30 @@ class Gateway:
             p = snap.providers[target.provider]
             return await (p.chat_stream(req) if stream else p.chat(req))
 
-        hdrs = {"x-mlx-call-id": ctx.call_id}
         try:
             result, target = await execute(plan, send, attempts)
         except UpstreamError as e:  # a client error from the upstream: passes through
             await self.rt.writer.submit(self._record(ctx, raw, started, t0, attempts, status="error",
                                                      http_status=e.status, error=e.message, response=e.body))
-            return error_response(e, hdrs)
+            return ChatOutcome(ctx.call_id, hdrs, error=e, attempts=[a.as_dict() for a in attempts])
         except AllTargetsFailed as e:
             await self.rt.writer.submit(self._record(ctx, raw, started, t0, attempts, status="error",
                                                      http_status=502, error=e.message))
-            body502 = error_body(e.message, e.type, e.code, None, attempts=[a.as_dict() for a in attempts])
-            return Response(body502, status_code=502, media_type=JSON, headers=hdrs)
+            return ChatOutcome(ctx.call_id, hdrs, error=e, attempts=[a.as_dict() for a in attempts])
         hdrs["x-mlx-served-by"] = target.label
         if not stream:
             await self.rt.writer.submit(self._record(ctx, raw, started, t0, attempts, status="ok", http_status=200,
                                                      target=target, result=result))
-            return Response(result.body, status_code=200, media_type=JSON, headers=hdrs)
-        return Stream(self._relay(ctx, raw, started, t0, attempts, target, result, wants_usage), status_code=200,
-                      media_type="text/event-stream", headers={**_SSE_HEADERS, **hdrs})
+            return ChatOutcome(ctx.call_id, hdrs, target=target, result=result)
+
+        def relay(fmt: StreamFormat) -> AsyncIterator[bytes]:
+            return self._relay(ctx, raw, started, t0, attempts, target, result, fmt)
+
+        return ChatOutcome(ctx.call_id, hdrs, target=target, stream=relay, wants_usage=wants_usage)
 
     async def _relay(self, ctx: CallContext, raw: bytes, started: float, t0: float, attempts: list[Attempt],
-                     target, up: ChatStream, wants_usage: bool) -> AsyncIterator[bytes]:
-        """Passes chunks on as they arrive; the record is queued whatever way the stream ends."""
+                     target, up: ChatStream, fmt: "StreamFormat") -> AsyncIterator[bytes]:
+        """Passes chunks on as they arrive, in `fmt`; the record is queued whatever way the stream ends."""
         events: list[bytes] = []
         status, http_status, error, ttft = "client_closed", 200, None, None
         try:
@@ -194,22 +226,19 @@ class Gateway:
                     cut = cut or g.on_chunk(ctx, payload)
                 if cut:
                     status, http_status, error = "aborted", 402, cut
-                    yield b"data: " + error_body(cut, "insufficient_quota", "run_budget_exceeded") + b"\n\n"
+                    yield fmt.fail(402, cut, "insufficient_quota", "run_budget_exceeded")
                     _close(up)
                     break
-                if not wants_usage:
-                    if _is_usage_only(payload):
-                        continue
-                    if b',"usage":null' in payload:  # present only because we asked for usage
-                        payload = payload.replace(b',"usage":null', b"")
-                yield b"data: " + payload + b"\n\n"
+                out = fmt.payload(payload)
+                if out:
+                    yield out
             else:
                 status = "ok"
-            yield _DONE
+            yield fmt.end(status == "ok")
         except UpstreamError as e:  # failed after the stream started: no fallback possible any more
             status, http_status, error = "error", e.upstream_status or 502, e.message
-            yield b"data: " + error_body(e.message, "upstream_error", e.category) + b"\n\n"
-            yield _DONE
+            yield fmt.fail(http_status, e.message, "upstream_error", e.category)
+            yield fmt.end(False)
         finally:
             if status == "client_closed":
                 _close(up)
@@ -246,6 +275,56 @@ class Gateway:
         await self.rt.writer.submit(self._record(ctx, raw, started, t0, attempts, status="ok", http_status=200,
                                                  target=target, result=result))
         return Response(result.body, status_code=200, media_type=JSON, headers=hdrs)
+
+
+@dataclass(slots=True)
+class ChatOutcome:
+    """How a routed chat call went, for an endpoint to render in its own wire format.
+
+    Exactly one of `error` (already recorded), `result` (non-stream, already recorded) or
+    `stream` (call it with a StreamFormat; the record is queued when the stream ends) is set.
+    """
+
+    call_id: str
+    headers: dict[str, str]                   # x-mlx-call-id, and x-mlx-served-by on success
+    error: ModeluxError | None = None
+    attempts: list[dict] | None = None        # for the 502 body of AllTargetsFailed
+    target: Any = None                        # the TargetPlan that answered
+    result: ChatResult | None = None
+    stream: Callable[["StreamFormat"], AsyncIterator[bytes]] | None = None
+    wants_usage: bool = False                 # the client asked for the final usage chunk itself
+
+
+class StreamFormat:
+    """Turns the relayed OpenAI chunk payloads into an endpoint's SSE bytes."""
+
+    def payload(self, payload: bytes) -> bytes | None:
+        raise NotImplementedError
+
+    def fail(self, status: int, message: str, type_: str, code: str | None) -> bytes:
+        raise NotImplementedError
+
+    def end(self, ok: bool) -> bytes:
+        return b""
+
+
+class OpenAISSE(StreamFormat):
+    def __init__(self, wants_usage: bool):
+        self.wants_usage = wants_usage
+
+    def payload(self, payload: bytes) -> bytes | None:
+        if not self.wants_usage:
+            if _is_usage_only(payload):
+                return None
+            if b',"usage":null' in payload:  # present only because we asked for usage
+                payload = payload.replace(b',"usage":null', b"")
+        return b"data: " + payload + b"\n\n"
+
+    def fail(self, status: int, message: str, type_: str, code: str | None) -> bytes:
+        return b"data: " + error_body(message, type_, code) + b"\n\n"
+
+    def end(self, ok: bool) -> bytes:
+        return _DONE
 
 
 def _is_usage_only(payload: bytes) -> bool:
