@@ -285,7 +285,13 @@ class DataSource:
     def run_detail(self, run_id: str) -> dict | None:
         """RunSummary plus `steps` (the management API's shape)."""
         r = self._reader()
-        return r.get_run(run_id) if r else None
+        run = r.get_run(run_id) if r else None
+        if run is not None and run["status"] == "completed":
+            # Reader decides "idle, so completed" with the wall clock; the TUI's clock may be frozen
+            raw = r.conn().execute("SELECT status, last_at FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if raw and raw[0] == "running" and self.clock() - raw[1] <= self.idle_timeout_s():
+                run["status"], run["ended_at"] = "running", None
+        return run
 
     def call_detail(self, call_id: str) -> dict | None:
         """A step plus its `request` and `response` bodies."""

@@ -61,6 +61,7 @@ class RunScreen(Screen):
         self.run: dict | None = None
         self._loading = False
         self._detail_for: str | None = None
+        self.shown_call: dict | None = None     # the call whose detail is on screen
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="run-body"):
@@ -137,6 +138,7 @@ class RunScreen(Screen):
     def _show_call(self, call_id: str, call: dict | None) -> None:
         if self._detail_for != call_id:  # the user moved on meanwhile
             return
+        self.shown_call = call
         box = self.query_one("#detail", Static)
         box.update(detail.render_call(call) if call else Text(f"call {call_id} not found", style="red"))
 
