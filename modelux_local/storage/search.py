@@ -1,0 +1,255 @@
+"""Search over prompts and responses: the FTS5 index (filled as calls land) and its queries,
+plus the nearest-neighbour half over sqlite-vec tables filled by storage/embed_job.py.
+
+The index holds, per call (rowid = calls.rowid), `prompt` (the request's messages, system
+prompt, tool-call arguments or embeddings input) and `response` (the assembled answer's
+text and tool calls, or the error message). It is written by a writer `after_batch` hook,
+inside the batch's transaction, so a call is searchable as soon as it is readable; calls
+stored before this index existed are caught up by `catch_up` (server start, or the CLI).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import apsw
+import msgspec
+
+from ..core.records import CallRecord
+from ..errors import BadRequest
+from ..core.durations import DurationError, since_timestamp
+from .analytics_queries import json_path, parse_tag_filter
+
+_dec = msgspec.json.Decoder()
+HIGHLIGHT = ("**", "**")   # around matched terms in snippets; the CLI turns them bold on a terminal
+MAX_TEXT = 100_000          # characters per column: enough for any prompt worth finding
+CHUNK = 2_000
+
+
+# -- text extraction ------------------------------------------------------------------------
+
+def _texts(content: Any) -> Iterable[str]:
+    """Text of an OpenAI/Anthropic message `content`: a string or a list of parts."""
+    if isinstance(content, str):
+        yield content
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, str):
+                yield part
+            elif isinstance(part, dict):
+                if isinstance(part.get("text"), str):
+                    yield part["text"]
+                elif "content" in part:  # anthropic tool_result blocks
+                    yield from _texts(part["content"])
+                elif isinstance(part.get("input"), dict):  # anthropic tool_use blocks
+                    yield msgspec.json.encode(part["input"]).decode()
+
+
+def _tool_calls(msg: dict) -> Iterable[str]:
+    for tc in msg.get("tool_calls") or []:
+        fn = (tc.get("function") or {}) if isinstance(tc, dict) else {}
+        yield f"{fn.get('name') or ''} {fn.get('arguments') or ''}".strip()
+
+
+def _decode(body: Any) -> Any:
+    if body is None:
+        return None
+    try:
+        return _dec.decode(body)
+    except msgspec.DecodeError:
+        return None
+
+
+def extract_text(request: Any, response: Any) -> tuple[str, str]:
+    """(prompt, response) text of one call from its stored bodies; never raises."""
+    prompt: list[str] = []
+    req = _decode(request)
+    if isinstance(req, dict):
+        prompt += _texts(req.get("system"))
+        for m in req.get("messages") or []:
+            if isinstance(m, dict):
+                prompt += _texts(m.get("content"))
+                prompt += _tool_calls(m)
+        prompt += _texts(req.get("input"))  # embeddings requests
+    answer: list[str] = []
+    resp = _decode(response)
+    if isinstance(resp, dict):
+        for ch in resp.get("choices") or []:
+            msg = ch.get("message") if isinstance(ch, dict) else None
+            if isinstance(msg, dict):
+                answer += _texts(msg.get("content"))
+                answer += _tool_calls(msg)
+        answer += _texts(resp.get("content"))  # anthropic messages shape
+        err = resp.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            answer.append(err["message"])
+    return "\n".join(p for p in prompt if p)[:MAX_TEXT], "\n".join(a for a in answer if a)[:MAX_TEXT]
+
+
+# -- indexing -------------------------------------------------------------------------------
+
+def _index_rows(conn: apsw.Connection, rows: Iterable[tuple]) -> int:
+    out = []
+    for rowid, request, response in rows:
+        prompt, answer = extract_text(request, response)
+        out.append((rowid, prompt, answer))
+    if out:
+        conn.executemany("INSERT OR REPLACE INTO calls_fts(rowid, prompt, response) VALUES (?, ?, ?)", out)
+    return len(out)
+
+
+def index_batch(conn: apsw.Connection, recs: list[CallRecord]) -> None:
+    """Writer after_batch hook: reads back the bodies just stored (streams already assembled)."""
+    ids = [r.call_id for r in recs]
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        _index_rows(conn, conn.execute(
+            f"SELECT rowid, request, response FROM calls WHERE call_id IN ({','.join('?' * len(part))})", part))
+
+
+def catch_up(conn: apsw.Connection, max_rows: int | None = None) -> int:
+    """Indexes calls stored before the index (or by a server without it); returns how many.
+
+    `search_state.fts_complete_below` marks the rowid below which every call is indexed, so
+    this is one short range check once caught up.
+    """
+    done = 0
+    while True:
+        (low,) = conn.execute("SELECT coalesce((SELECT value FROM search_state WHERE key = 'fts_complete_below'), 0)").fetchone()
+        (top,) = conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM calls").fetchone()
+        if low >= top:
+            return done
+        high = min(top, low + CHUNK)
+        with conn:
+            done += _index_rows(conn, conn.execute(
+                "SELECT rowid, request, response FROM calls WHERE rowid >= ? AND rowid < ? "
+                "AND rowid NOT IN (SELECT rowid FROM calls_fts WHERE rowid >= ? AND rowid < ?)",
+                (low, high, low, high)))
+            conn.execute("INSERT OR REPLACE INTO search_state(key, value) VALUES ('fts_complete_below', ?)", (high,))
+        if max_rows is not None and done >= max_rows:
+            return done
+
+
+# -- queries --------------------------------------------------------------------------------
+
+@dataclass
+class SearchFilter:
+    run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    since: float | None = None
+
+    def where(self, alias: str = "c") -> tuple[str, list]:
+        conds, params = [], []
+        if self.run_id:
+            conds.append(f"{alias}.run_id = ?")
+            params.append(self.run_id)
+        if self.since is not None:
+            conds.append(f"{alias}.started_at >= ?")
+            params.append(self.since)
+        for k, v in self.tags.items():
+            conds.append(f"json_extract({alias}.tags, ?) = ?")
+            params += [json_path(k), v]
+        return "".join(" AND " + c for c in conds), params
+
+
+def search_filter(run_id: str | None, tags: list[str], since: str | None, tag_sep: str = "=") -> SearchFilter:
+    """Validates user input (CLI flags, query parameters); BadRequest on a bad duration or tag."""
+    try:
+        since_ts = since_timestamp(since)
+    except DurationError as e:
+        raise BadRequest(str(e), param="since") from None
+    return SearchFilter(run_id or None, dict(parse_tag_filter(t, tag_sep) for t in tags), since_ts)
+
+
+def _seq(conn: apsw.Connection, run_id: str | None, started: float, call_id: str) -> int | None:
+    if not run_id:
+        return None
+    return conn.execute("SELECT count(*) FROM calls WHERE run_id = ? AND (started_at < ? OR (started_at = ? AND call_id <= ?))",
+                        (run_id, started, started, call_id)).fetchone()[0]
+
+
+def full_text(conn: apsw.Connection, query: str, flt: SearchFilter, limit: int = 20) -> list[dict]:
+    """FTS5 query syntax: words (all must occur), "a phrase", OR, NOT, prefix*, prompt: / response:."""
+    if not query.strip():
+        raise BadRequest("the search query is empty", param="q")
+    where, params = flt.where()
+    sql = (f"SELECT c.call_id, c.run_id, c.started_at, c.model, c.provider, "
+           f"snippet(calls_fts, -1, ?, ?, '…', 16), bm25(calls_fts) AS rank "
+           f"FROM calls_fts JOIN calls AS c ON c.rowid = calls_fts.rowid "
+           f"WHERE calls_fts MATCH ?{where} ORDER BY rank LIMIT ?")
+    try:
+        rows = conn.execute(sql, (*HIGHLIGHT, query, *params, limit)).fetchall()
+    except apsw.SQLError as e:
+        msg = str(e).removeprefix("SQLError: ")
+        raise BadRequest(f"cannot parse search query {query!r} ({msg}); put phrases in double quotes, "
+                         f'e.g. "rate limit", and avoid stray punctuation', param="q", code="bad_search_query") from None
+    return [{"call_id": cid, "run_id": rid, "seq": _seq(conn, rid, st, cid), "model": model, "provider": provider,
+             "snippet": snip, "score": round(-rank, 4)} for cid, rid, st, model, provider, snip, rank in rows]
+
+
+def vector_table(dim: int) -> str:
+    return f"call_vectors_{int(dim)}"
+
+
+def ensure_vector_table(conn: apsw.Connection, dim: int) -> str:
+    name = vector_table(dim)
+    conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING vec0(embedding float[{int(dim)}] "
+                 f"distance_metric=cosine, model text, run_id text, started_at float)")
+    return name
+
+
+def pack(vec: list[float]) -> bytes:
+    return struct.pack(f"{len(vec)}f", *vec)
+
+
+def semantic(conn: apsw.Connection, vec: list[float], model: str, flt: SearchFilter, query: str = "",
+             limit: int = 20) -> list[dict]:
+    """Nearest calls to `vec` among those embedded by the same `model` (provider/model)."""
+    table = vector_table(len(vec))
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
+        raise BadRequest(f"no call has been embedded with {model} yet: the server embeds calls in the background "
+                         "(start `modelux-local serve` and retry in a moment)", code="no_embeddings")
+    conds, params = ["embedding MATCH ?", "k = ?", "model = ?"], [pack(vec), 0, model]
+    if flt.run_id:
+        conds.append("run_id = ?")
+        params.append(flt.run_id)
+    if flt.since is not None:
+        conds.append("started_at >= ?")
+        params.append(flt.since)
+    # tag filters apply after the KNN, so ask for more neighbours when they are set
+    params[1] = min(4096, limit * (20 if flt.tags else 1))
+    try:
+        hits = conn.execute(f"SELECT rowid, distance FROM {table} WHERE {' AND '.join(conds)} ORDER BY distance",
+                            params).fetchall()
+    except apsw.SQLError as e:
+        raise BadRequest(f"semantic search failed: {e}") from None
+    where, tparams = SearchFilter(tags=flt.tags).where()
+    terms = [w.lower() for w in query.split() if len(w) > 2]
+    out = []
+    for rowid, distance in hits:
+        row = conn.execute(
+            f"SELECT c.call_id, c.run_id, c.started_at, c.model, c.provider, f.prompt, f.response "
+            f"FROM calls AS c LEFT JOIN calls_fts AS f ON f.rowid = c.rowid WHERE c.rowid = ?{where}",
+            (rowid, *tparams)).fetchone()
+        if row is None:
+            continue
+        cid, rid, st, m, prov, prompt, answer = row
+        out.append({"call_id": cid, "run_id": rid, "seq": _seq(conn, rid, st, cid), "model": m, "provider": prov,
+                    "snippet": _highlight(answer or prompt or "", terms), "score": round(1 - distance, 4)})
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _highlight(text: str, terms: list[str], width: int = 160) -> str:
+    """A window of `text` around the first query word found, with query words marked."""
+    low = text.lower()
+    first = min((i for i in (low.find(t) for t in terms) if i >= 0), default=0)
+    start = max(0, first - width // 3)
+    window = text[start:start + width]
+    words = []
+    for w in window.split(" "):
+        bare = w.strip(".,;:!?\"'()").lower()
+        words.append(f"{HIGHLIGHT[0]}{w}{HIGHLIGHT[1]}" if bare and any(bare.startswith(t[:5]) for t in terms) else w)
+    return ("…" if start else "") + " ".join(words) + ("…" if start + width < len(text) else "")
