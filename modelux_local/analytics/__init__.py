@@ -26,32 +26,24 @@ def attach(rt: Any, gateway: Any) -> BudgetGuard:
     from .anomalies import AnomalyWatcher
     from .webhooks import Deliverer
 
+    signals = lifecycle.Signals()
     pending = Pending()
-    guard = BudgetGuard(pending)
-    deliverer = Deliverer(rt)
-    loop_box: dict[str, asyncio.AbstractEventLoop] = {}
-
-    def notify() -> None:
-        """Wakes the delivery task; safe from any thread."""
-        loop = loop_box.get("loop")
-        if loop is not None:
-            deliverer.notify_threadsafe(loop)
-
-    watcher = AnomalyWatcher(rt, pending, notify)
+    guard = BudgetGuard(pending, signals)
+    watcher = AnomalyWatcher(rt, pending, signals.events)
+    deliverer = Deliverer(rt, signals.outbox)
     gateway.guards.append(guard)
     rt.writer.after_batch.append(watcher)
     started = time.time()
 
     async def deliver() -> None:
-        loop_box["loop"] = asyncio.get_running_loop()
+        signals.loop = asyncio.get_running_loop()
         await deliverer.run()
 
     rt.background += [
         deliver,
         lambda: lifecycle.seed(rt, guard, started),
         lambda: lifecycle.poll_aborts(rt, guard),
-        lambda: lifecycle.expire_idle(rt, guard, notify),
-        lambda: lifecycle.refresh_history(rt, watcher),
+        lambda: lifecycle.expire_idle(rt, guard, signals),
+        lambda: lifecycle.refresh_history(rt, watcher, signals.history),
     ]
-    guard.notify = notify
     return guard

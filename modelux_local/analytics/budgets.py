@@ -89,11 +89,11 @@ def _limits(b: Budget) -> dict:
 class BudgetGuard:
     """A Guard (see proxy/gateway.py) for budgets and aborts."""
 
-    def __init__(self, pending: Pending):
+    def __init__(self, pending: Pending, signals: Any = None):
         self.pending = pending
+        self.signals = signals  # wake-ups for webhook delivery and the history refresh (lifecycle.Signals)
         self.runs: dict[str, RunState] = {}
         self.prices = PriceCache()
-        self.notify = lambda: None  # wakes webhook delivery; set by attach()
 
     # -- control from outside ------------------------------------------------------------
 

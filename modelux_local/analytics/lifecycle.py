@@ -21,7 +21,30 @@ log = logging.getLogger("modelux.runs")
 SEED_WINDOW_S = 24 * 3600
 ABORT_POLL_S = 0.5
 HISTORY_REFRESH_S = 60.0
+HISTORY_MIN_GAP_S = 1.0
 _dec = msgspec.json.Decoder()
+
+
+class Signals:
+    """Wake-ups that any thread may send: new events in the outbox, runs completed."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by the first background task
+        self.outbox = asyncio.Event()
+        self.history = asyncio.Event()
+
+    def _set(self, ev: asyncio.Event) -> None:
+        if self.loop is not None:
+            try:
+                self.loop.call_soon_threadsafe(ev.set)
+            except RuntimeError:  # loop closed at shutdown: the next start polls the outbox anyway
+                pass
+
+    def events(self) -> None:
+        self._set(self.outbox)
+
+    def completed(self) -> None:
+        self._set(self.history)
 
 
 def _seed_rows(conn, since: float, before: float) -> tuple[list, list, set]:
@@ -86,7 +109,7 @@ async def poll_aborts(rt: Any, guard: BudgetGuard) -> None:
                 log.warning("run %s aborted from outside the server: %s", run_id, reason or "(no reason)")
 
 
-async def expire_idle(rt: Any, guard: BudgetGuard, notify) -> None:
+async def expire_idle(rt: Any, guard: BudgetGuard, signals: Signals) -> None:
     """Marks runs completed after `[runs] idle_timeout_s` without a call; fires `run.completed`."""
     while True:
         idle = rt.configs.server.runs.idle_timeout_s
@@ -99,14 +122,21 @@ async def expire_idle(rt: Any, guard: BudgetGuard, notify) -> None:
             log.exception("completing idle runs failed")
             continue
         if done:
-            notify()
+            signals.events()
+            signals.completed()
         guard.prune(time.time() - SEED_WINDOW_S)
 
 
-async def refresh_history(rt: Any, watcher: AnomalyWatcher) -> None:
+async def refresh_history(rt: Any, watcher: AnomalyWatcher, wake: asyncio.Event) -> None:
+    """Per-agent history for the cost check: at start, when runs complete, and every minute."""
     while True:
+        wake.clear()
         try:
             watcher.history = await asyncio.to_thread(lambda: agent_stats(rt.reader.conn()))
         except Exception:
             log.exception("refreshing agent history failed")
-        await asyncio.sleep(HISTORY_REFRESH_S)
+        try:
+            await asyncio.wait_for(wake.wait(), HISTORY_REFRESH_S)
+        except asyncio.TimeoutError:
+            pass
+        await asyncio.sleep(HISTORY_MIN_GAP_S)  # many runs completing at once cost one refresh

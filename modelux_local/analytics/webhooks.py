@@ -53,15 +53,9 @@ def _next_due(conn) -> float | None:
 
 
 class Deliverer:
-    def __init__(self, rt: Any):
+    def __init__(self, rt: Any, wake: asyncio.Event):
         self.rt = rt
-        self.wake = asyncio.Event()
-
-    def notify_threadsafe(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            loop.call_soon_threadsafe(self.wake.set)
-        except RuntimeError:  # the loop is closed: the next start picks the events up
-            pass
+        self.wake = wake  # set when events were written (lifecycle.Signals.outbox)
 
     def _hook_for(self, url: str) -> Webhook | None:
         return next((h for h in self.rt.configs.server.webhooks if h.url == url), None)

@@ -38,8 +38,9 @@ def routes(rt, gateway) -> list:
         found = await rt.writer.run(lambda conn: record_outcome(conn, rt.reader, rt.configs.server.webhooks, run_id, out))
         if not found:
             raise NotFound(f"no run {run_id!r}")
-        if guard is not None:
-            guard.notify()
+        if guard is not None and guard.signals is not None:
+            guard.signals.events()
+            guard.signals.completed()
         return None
 
     @post("/mlx/v1/runs/{run_id:str}/abort", status_code=204)
@@ -56,8 +57,8 @@ def routes(rt, gateway) -> list:
             guard.block(run_id, ABORTED, message)  # refused from now on, before the database knows
         await rt.writer.run(lambda conn: mark_aborted(conn, rt.reader, rt.configs.server.webhooks, run_id,
                                                       body.reason or "aborted via the API", ABORTED, "api"))
-        if guard is not None:
-            guard.notify()
+        if guard is not None and guard.signals is not None:
+            guard.signals.events()
         return None
 
     return [outcome, abort]

@@ -1,0 +1,138 @@
+"""Budgets through the real server: call caps, cost caps under concurrency, streams cut at the cap."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import apsw
+import openai
+import pytest
+
+from .conftest import client_for
+from .server import ServerProcess, write_config
+
+MODELUX = """
+[routing]
+default = "default"
+
+[providers.mock]
+kind = "mock"
+
+[providers.mock.models.mock-large]   # $3 / $15 per million tokens
+latency_ms = 300
+ttft_ms = 20
+
+[[budgets]]
+match = { agent = "three-calls" }
+max_calls = 3
+
+[[budgets]]
+match = { agent = "cost-capped" }
+max_cost_usd = 0.005
+
+[[budgets]]
+match = { agent = "stream-capped" }
+max_cost_usd = 0.0003
+"""
+ROUTING = '[aliases.planner]\ntargets = [{ provider = "mock", model = "mock-large" }]\n'
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("budgets")
+    s = ServerProcess(d / "data", write_config(d / "config", {"modelux.toml": MODELUX, "default.toml": ROUTING}))
+    s.start()
+    yield s
+    s.stop()
+
+
+def _ask(client, run_id: str, agent: str, content: str, **kw):
+    return client.chat.completions.create(model="@planner", messages=[{"role": "user", "content": content}],
+                                          extra_body={"mlx:tags": {"run_id": run_id, "agent": agent}}, **kw)
+
+
+def _db(server) -> apsw.Connection:
+    return apsw.Connection(str(server.db_path), flags=apsw.SQLITE_OPEN_READONLY)
+
+
+def test_max_calls_refuses_the_fourth_call_and_every_later_one(server):
+    client = client_for(server)
+    for i in range(3):
+        _ask(client, "b-calls", "three-calls", f"step {i}")
+    for _ in range(2):
+        with pytest.raises(openai.APIStatusError) as ei:
+            _ask(client, "b-calls", "three-calls", "step 4")
+        assert ei.value.status_code == 402
+        assert ei.value.body["code"] == "run_budget_exceeded"
+        assert "max_calls = 3" in ei.value.body["message"]
+    run = server.get("/mlx/v1/runs/b-calls").json()
+    assert run["status"] == "aborted" and "max_calls = 3" in run["abort_reason"]
+    ok = [s for s in run["steps"] if s["status"] == "ok"]
+    assert len(ok) == 3
+    trace = ok[0]["decision"]["guards"][0]
+    assert trace["guard"] == "budget" and trace["result"] == "allowed" and trace["budgets"] == [{"max_calls": 3}]
+    refused = run["steps"][3]["decision"]["guards"][0]
+    assert refused["result"] == "refused" and refused["run"]["calls"] == 3
+
+
+def test_twenty_concurrent_calls_overspend_by_at_most_one_reservation(server):
+    client = client_for(server)
+    cap_nusd = 5_000_000  # max_cost_usd = 0.005
+
+    def one(i: int):
+        try:
+            _ask(client, "b-cost", "cost-capped", f"concurrent call #{i}: summarise the quarterly numbers",
+                 max_tokens=60)
+            return 200
+        except openai.APIStatusError as e:
+            assert e.body["code"] == "run_budget_exceeded", e.body
+            return e.status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(one, range(20)))
+    assert statuses.count(200) >= 1 and statuses.count(402) >= 1, statuses
+    server.get("/mlx/v1/runs/b-cost")  # waits for the writer
+    with _db(server) as db:
+        spent = db.execute("SELECT sum(cost_nusd) FROM calls WHERE run_id = 'b-cost' AND status = 'ok'").fetchone()[0]
+        decisions = [r[0] for r in db.execute("SELECT decision FROM calls WHERE run_id = 'b-cost' AND status = 'ok'")]
+    import json
+    reservations = [json.loads(d)["guards"][0]["reservation"]["cost_usd"] for d in decisions]
+    one_reservation = max(reservations) * 1e9
+    # without the guard all 20 would pass (~$0.019); with it, the cap is reached but passed by < one reservation
+    assert spent >= cap_nusd, (spent, statuses)
+    assert spent - cap_nusd <= one_reservation, (spent, one_reservation)
+    # the run is now over its cap for good: the next call is refused at once
+    with pytest.raises(openai.APIStatusError) as ei:
+        _ask(client, "b-cost", "cost-capped", "one more")
+    assert ei.value.status_code == 402 and "max_cost_usd = 0.005" in ei.value.body["message"]
+    assert server.get("/mlx/v1/runs/b-cost").json()["status"] == "aborted"
+
+
+def test_a_stream_is_cut_when_it_crosses_the_cap(server):
+    client = client_for(server)
+    prompt = "Tell me about streaming budgets in detail"
+    full = _ask(client, "b-stream-reference", "uncapped", prompt).choices[0].message.content
+    got = ""
+    with pytest.raises(openai.APIError) as ei:
+        for chunk in _ask(client, "b-stream", "stream-capped", prompt, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                got += chunk.choices[0].delta.content
+    assert ei.value.body["code"] == "run_budget_exceeded", ei.value.body
+    assert "while streaming" in ei.value.body["message"]
+    assert got and len(got) < len(full) and full.startswith(got)
+    with pytest.raises(openai.APIStatusError) as ei:
+        _ask(client, "b-stream", "stream-capped", "again")
+    assert ei.value.status_code == 402 and ei.value.body["code"] == "run_budget_exceeded"
+    run = server.get("/mlx/v1/runs/b-stream").json()
+    cut = run["steps"][0]
+    assert cut["status"] == "aborted" and cut["stream"] is True
+    assert cut["decision"]["usage_estimated"] is True and cut["cost_usd"] > 0.0003
+    assert run["status"] == "aborted"
+
+
+def test_runs_without_a_matching_budget_are_not_limited(server):
+    client = client_for(server)
+    for i in range(5):
+        _ask(client, "b-free", "uncapped", f"step {i}")
+    run = server.get("/mlx/v1/runs/b-free").json()
+    assert run["calls"] == 5 and run["status"] == "running"
+    assert "guards" not in run["steps"][0]["decision"]
