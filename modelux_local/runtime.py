@@ -46,6 +46,9 @@ class Runtime:
     def __init__(self, paths: Paths):
         self.paths = paths
         self.configs = load_dir(paths.config_dir)  # raises ConfigError: refuse to start on a bad config
+        # replay room: config name -> (content, version) pinned by `config promote/rollback` (see apply_serving)
+        self.serving: dict[str, tuple[Any, str]] = {}
+        self.serving_audit_id = 0
         self.snapshot = self._build(self.configs, {})
         self.writer = Writer(paths.db_path)
         self.reader = Reader(paths.db_path, self.configs.server.runs.idle_timeout_s)
@@ -64,13 +67,14 @@ class Runtime:
             prev = old.get(name)
             # keep the pooled client when a provider's settings did not change
             providers[name] = prev if prev is not None and getattr(prev, "cfg", None) == pc else build_provider(name, pc)
-        return Snapshot(cs, Router(cs), PriceBook(cs.server.prices, cs.server.providers), providers)
+        return Snapshot(cs, Router(cs, self.serving), PriceBook(cs.server.prices, cs.server.providers), providers)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.writer.start()
         self._record_versions(self.configs)
+        await self.apply_serving()
         if self.paths.config_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch()))
         for job in self.background:
@@ -115,6 +119,24 @@ class Runtime:
         for cb in self.listeners:
             cb(self.snapshot)
         return True
+
+    # -- replay room: promoted serving content ---------------------------------------------
+    async def apply_serving(self) -> bool:
+        """Reads the serving state promotion/rollback left in the database; swaps the router if it changed."""
+        from .replay.promotion import read_serving
+
+        serving, audit_id = await asyncio.to_thread(lambda: read_serving(self.reader.conn(), self.configs))
+        self.serving_audit_id = audit_id
+        if serving == self.serving:
+            return False
+        self.serving = serving
+        self.snapshot = self._build(self.configs, self.snapshot.providers)
+        log.info("serving content changed by promotion/rollback: %s",
+                 ", ".join(f"@{n}@{v}" for n, (_, v) in serving.items()) or "files serve")
+        for cb in self.listeners:
+            cb(self.snapshot)
+        return True
+    # -- end replay room ---------------------------------------------------------------------
 
     def _record_versions(self, cs: ConfigSet) -> None:
         rows = [(n, cs.versions[n], cs.texts[n], cs.files.get(n, cs.source)) for n in cs.routing]

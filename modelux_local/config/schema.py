@@ -98,8 +98,7 @@ class PromotionSection(_S, kw_only=True):
     similarity_threshold: float = 0.8          # `similarity` evaluator: cosine at or above it accepts
     embedder: str = "@embedder"                # alias that embeds answers for `similarity`
     judge: str = "@judge"                      # alias that judges for `judge`
-    judge_rubric: str = ("Does answer B accomplish the task at least as well as answer A: correct, "
-                         "complete, and following the instructions?")
+    judge_rubric: str = "Which answer does the task better: correct, complete, and following the instructions?"
 
 
 class ServerConfig(_S, kw_only=True):
