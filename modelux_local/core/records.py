@@ -36,3 +36,4 @@ class CallRecord(msgspec.Struct, kw_only=True):
     original_call_id: str | None = None
     price_book: Any = None                   # PriceBook of the config that routed it (not stored)
     cost_nanos: int | None = None            # set by the writer once priced
+    plan: Any = None                         # routing Plan; its trace joins `decision` in the writer

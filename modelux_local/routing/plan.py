@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..config.loader import ConfigSet
 from ..config.schema import Alias, Retries, RoutingConfig
@@ -61,6 +61,7 @@ class Router:
         self.default = cs.default_name
         self._binds = [(dict(b.match), b.config) for b in cs.server.routing.bind]
         self._providers = cs.server.providers
+        self._alias_plans: dict[tuple[str, str], Plan] = {}  # immutable, so shared between requests
 
     def config_for(self, tags: dict[str, str]) -> str:
         for match, name in self._binds:
@@ -76,21 +77,25 @@ class Router:
         name = self.config_for(tags)
         rc, version = self.configs[name]
         if model.startswith("@"):
-            alias = rc.aliases.get(model[1:])
-            if alias is None:
-                raise ModelNotFound(f"unknown alias {model!r} in config {name!r}; known aliases: "
-                                    f"{', '.join(self.aliases(name)) or 'none'}")
-            return self._alias_plan(model, alias, name, version, rng or random)
+            plan = self._alias_plans.get((name, model))
+            if plan is None:
+                alias = rc.aliases.get(model[1:])
+                if alias is None:
+                    raise ModelNotFound(f"unknown alias {model!r} in config {name!r}; known aliases: "
+                                        f"{', '.join(self.aliases(name)) or 'none'}")
+                plan = self._alias_plans[(name, model)] = self._alias_plan(model, alias, name, version)
+            if plan.strategy == "loadbalance":
+                plan = replace(plan, targets=_weighted_order(plan.candidates, rng or random))
+            return plan
         return self._direct_plan(model, rc, name, version)
 
     def _timeout(self, alias_timeout: float | None, target_timeout: float | None, provider: str) -> float:
         return target_timeout or alias_timeout or self._providers[provider].timeout_s
 
-    def _alias_plan(self, requested: str, alias: Alias, name: str, version: str, rng) -> Plan:
+    def _alias_plan(self, requested: str, alias: Alias, name: str, version: str) -> Plan:
         targets = tuple(TargetPlan(t.provider, t.model, self._timeout(alias.timeout_s, t.timeout_s, t.provider), t.weight)
                         for t in alias.targets)
-        ordered = targets if alias.strategy == "fallback" else _weighted_order(targets, rng)
-        return Plan(requested, name, version, alias.strategy, ordered, alias.retries, targets)
+        return Plan(requested, name, version, alias.strategy, targets, alias.retries, targets)
 
     def _direct_plan(self, model: str, rc: RoutingConfig, name: str, version: str) -> Plan:
         provider, upstream_model = self._provider_for(model, rc)

@@ -99,6 +99,9 @@ _RUN_UPSERT = """INSERT INTO runs (run_id, tags, agent, started_at, last_at, cal
 def write_calls(conn: apsw.Connection, recs: list[CallRecord]) -> None:
     rows, runs = [], []
     for r in recs:
+        if r.plan is not None:
+            r.decision = {**r.plan.trace(), **r.decision}
+            r.plan = None
         body, usage = _finish(r)
         r.usage = usage  # later hooks (rollups, log lines) see what the writer derived
         cost = None
