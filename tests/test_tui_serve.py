@@ -1,0 +1,88 @@
+"""`modelux-local serve` in a terminal: the proxy and the TUI in one process; `q` stops both,
+with every recorded call written (the writer drained)."""
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+from modelux_local.storage.db import connect
+
+from .conftest import client_for
+from .server import ROOT, ServerProcess, free_port
+
+
+class PtyServe:
+    """`serve` with a pseudo-terminal as stdin/stdout/stderr, its screen output collected."""
+
+    def __init__(self, data_dir, port: int):
+        self.port = port
+        master, slave = pty.openpty()
+        os.set_blocking(master, True)
+        env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"}
+        env.pop("MODELUX_CONFIG_DIR", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "modelux_local", "serve", "--port", str(port),
+                                      "--data-dir", str(data_dir)], cwd=ROOT, env=env,
+                                     stdin=slave, stdout=slave, stderr=slave, close_fds=True, start_new_session=True)
+        os.close(slave)
+        self.master = master
+        self.screen = bytearray()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:  # a terminal nobody reads would block the app's writes
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.screen += chunk
+
+    def wait_for(self, text: bytes, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.screen:
+            assert self.proc.poll() is None, f"serve exited {self.proc.returncode}: {bytes(self.screen[-2000:])!r}"
+            assert time.monotonic() < deadline, f"{text!r} never drawn: {bytes(self.screen[-2000:])!r}"
+            time.sleep(0.05)
+
+    def press(self, key: bytes) -> None:
+        os.write(self.master, key)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+
+
+def test_serve_in_a_terminal_runs_the_tui_and_q_stops_the_proxy_gracefully(tmp_path):
+    data = tmp_path / "data"
+    s = PtyServe(data, free_port())
+    try:
+        s.wait_for(b"spend today")  # the TUI drew its runs screen
+        probe = ServerProcess(data)  # only for its URL helpers and the SDK client
+        probe.port = s.port
+        assert httpx.get(probe.url + "/healthz", timeout=5).status_code == 200
+        client = client_for(probe)
+        for i in range(5):
+            client.chat.completions.create(model="@executor", messages=[{"role": "user", "content": f"hi {i}"}],
+                                           extra_body={"mlx:tags": {"run_id": "run_pty1", "agent": "pty"}})
+        s.wait_for(b"run_pty1")  # the live table picked the run up
+        for i in range(5):  # calls still in the writer's queue when q is pressed must be written
+            client.chat.completions.create(model="@executor", messages=[{"role": "user", "content": f"late {i}"}],
+                                           extra_body={"mlx:tags": {"run_id": "run_pty2"}})
+        s.press(b"q")
+        assert s.proc.wait(30) == 0
+    finally:
+        s.close()
+    conn = connect(data / "modelux.db", readonly=True)
+    calls = dict(conn.execute("SELECT run_id, calls FROM runs").fetchall())
+    assert calls == {"run_pty1": 5, "run_pty2": 5}
+    assert (data / "serve.log").exists()  # log lines went to a file, not across the screen
