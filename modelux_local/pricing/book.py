@@ -129,9 +129,12 @@ def _genai_rates(model: str, kind: str | None, base_url: str | None) -> Rates | 
         inp = _base(getattr(mp, "input_mtok", None))
         if inp is None:
             continue
+        tiered = any(not isinstance(getattr(mp, k, None), (Decimal, type(None)))
+                     for k in ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok"))
         return Rates(
             f"genai-prices {prov.id}/{info.id}", inp, _base(getattr(mp, "output_mtok", None)) or Decimal(0),
-            _base(getattr(mp, "cache_read_mtok", None)), _base(getattr(mp, "cache_write_mtok", None)), mp,
+            _base(getattr(mp, "cache_read_mtok", None)), _base(getattr(mp, "cache_write_mtok", None)),
+            mp if tiered else None,  # flat rates are priced with plain Decimal math: 20x cheaper than calc_price
         )
     return None
 
