@@ -65,7 +65,8 @@ class OriginalRun:
     @property
     def duration_s(self) -> float:
         """The recorded run duration: first call's start to last call's end."""
-        return max(0.0, (self.ended_at if self.ended_at is not None else self.last_at) - self.started_at)
+        # last_at, not ended_at: an abort or idle expiry can set ended_at well after the last call
+        return max(0.0, self.last_at - self.started_at)
 
     @property
     def model_time_s(self) -> float:
