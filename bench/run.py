@@ -18,6 +18,7 @@ from bench._harness import Context
 # name -> module; add a section by writing bench/<name>.py (see bench/__init__.py) and listing it here
 SECTIONS: dict[str, str] = {
     "overhead": "bench.overhead",
+    "replay": "bench.replay",
 }
 
 
