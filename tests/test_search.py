@@ -1,0 +1,95 @@
+"""`logs search` and GET /mlx/v1/search: FTS5 phrases and filters, bad syntax, and --semantic
+through the @embedder alias (the mock's deterministic embedder), via a real server."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from ._readside import CONFIG, call, cli_json
+from .conftest import client_for
+
+TOPICS = {
+    "bread": "How do I bake sourdough bread at home with a starter?",
+    "ratelimit": "Explain the rate limit errors returned by the payment gateway",
+    "haiku": "Write a haiku about autumn leaves falling in the park",
+    "funds": "Compare index funds and government bonds for retirement savings",
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from .server import ServerProcess, write_config
+
+    base = tmp_path_factory.mktemp("search")
+    s = ServerProcess(base / "data", write_config(base / "config", CONFIG))
+    s.start()
+    client = client_for(s)
+    run_a, run_b = f"sa-{uuid.uuid4().hex[:6]}", f"sb-{uuid.uuid4().hex[:6]}"
+    ids, texts = {}, {}
+    for name, prompt in TOPICS.items():
+        run = run_a if name in ("bread", "ratelimit") else run_b
+        cid, resp = call(client, "@executor", prompt, stream=(name == "haiku"), run_id=run, agent=f"agent-{name}")
+        ids[name] = cid
+        texts[name] = resp["text"] if isinstance(resp, dict) else resp.choices[0].message.content
+    yield s, ids, texts, run_a, run_b
+    s.stop()
+
+
+def test_a_phrase_from_a_response_finds_its_call(world):
+    server, ids, texts, run_a, _ = world
+    for name in ("ratelimit", "haiku"):  # haiku was streamed: its assembled answer is indexed
+        words = texts[name].split(":")[0].split()[-4:]  # the answer's own words, not the prompt's form
+        phrase = '"' + " ".join(words) + '"'
+        doc = cli_json(server, "logs", "search", phrase)
+        assert doc["results"][0]["call_id"] == ids[name], (phrase, doc)
+        assert "**" in doc["results"][0]["snippet"]
+    api = server.get("/mlx/v1/search", params={"q": '"payment gateway"'}).json()
+    hit = api["results"][0]
+    assert (hit["call_id"], hit["run_id"], hit["seq"], hit["model"]) == (ids["ratelimit"], run_a, 2, "mock-small")
+    assert "**payment gateway**" in hit["snippet"] and hit["score"] > 0
+
+
+def test_filters_by_run_tag_and_time(world):
+    server, ids, _, run_a, run_b = world
+    both = {r["call_id"] for r in cli_json(server, "logs", "search", "about")["results"]}
+    assert both == set(ids.values())
+    in_b = cli_json(server, "logs", "search", "about", "--run-id", run_b)["results"]
+    assert {r["call_id"] for r in in_b} == {ids["haiku"], ids["funds"]}
+    tagged = cli_json(server, "logs", "search", "about", "--tag", "agent=agent-bread", "--since", "1h")["results"]
+    assert [r["call_id"] for r in tagged] == [ids["bread"]]
+    api = server.get("/mlx/v1/search", params={"q": "about", "run_id": run_a, "tag": "agent:agent-ratelimit"}).json()
+    assert [r["call_id"] for r in api["results"]] == [ids["ratelimit"]]
+    human = server.cli("logs", "search", "sourdough").stdout
+    assert human.startswith(f"{ids['bread']}  {run_a} #1  mock/mock-small") and "**sourdough**" in human
+
+
+def test_bad_search_syntax_is_a_clear_error(world):
+    server = world[0]
+    r = server.cli("logs", "search", '"unterminated phrase', check=False)
+    assert r.returncode == 2 and "cannot parse search query" in r.stderr and "Traceback" not in r.stderr
+    r = server.cli("logs", "search", "AND OR", check=False)
+    assert r.returncode == 2 and "cannot parse search query" in r.stderr
+    api = server.get("/mlx/v1/search", params={"q": "bread AND"})
+    assert api.status_code == 400 and api.json()["error"]["code"] == "bad_search_query"
+    assert server.get("/mlx/v1/search").status_code == 400
+
+
+def test_semantic_search_finds_a_paraphrase_first(world):
+    server, ids, _, _, _ = world
+    query = "baking sourdough at home using a starter"
+    assert cli_json(server, "logs", "search", query)["results"] == []  # no literal match for every word
+    deadline = time.monotonic() + 15
+    while True:  # the server embeds calls in the background, off the request path
+        r = server.get("/mlx/v1/search", params={"q": query, "semantic": "1"})
+        if r.status_code == 200 and len(r.json()["results"]) == len(ids):
+            break
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+    assert r.json()["results"][0]["call_id"] == ids["bread"], r.json()
+    doc = cli_json(server, "logs", "search", query, "--semantic")
+    assert doc["model"] == "mock/mock-embed" and doc["results"][0]["call_id"] == ids["bread"]
+    assert doc["results"][0]["score"] > doc["results"][1]["score"]
+    money = cli_json(server, "logs", "search", "saving for retirement", "--semantic")["results"][0]
+    assert money["call_id"] == ids["funds"]
