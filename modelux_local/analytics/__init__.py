@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -21,7 +22,11 @@ def guard_of(gateway: Any) -> BudgetGuard | None:
     return next((g for g in gateway.guards if isinstance(g, BudgetGuard)), None)
 
 
-def attach(rt: Any, gateway: Any) -> BudgetGuard:
+def attach(rt: Any, gateway: Any) -> BudgetGuard | None:
+    if os.environ.get("MODELUX_ANALYTICS", "").lower() == "off":
+        # a switch for measuring what this room costs (scripts/bench --only guards) and for
+        # ruling it out when diagnosing: no budgets, aborts, anomalies, webhooks or idle completion
+        return None
     from . import lifecycle
     from .anomalies import AnomalyWatcher
     from .webhooks import Deliverer
