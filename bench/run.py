@@ -19,6 +19,7 @@ from bench._harness import Context
 SECTIONS: dict[str, str] = {
     "overhead": "bench.overhead",
     "analytics": "bench.analytics",
+    "analytics": "bench.analytics",
     "replay": "bench.replay",
     "guards": "bench.guards",
 }
