@@ -19,7 +19,6 @@ from bench._harness import Context
 SECTIONS: dict[str, str] = {
     "overhead": "bench.overhead",
     "analytics": "bench.analytics",
-    "analytics": "bench.analytics",
     "replay": "bench.replay",
     "guards": "bench.guards",
 }
