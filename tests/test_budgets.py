@@ -136,3 +136,22 @@ def test_runs_without_a_matching_budget_are_not_limited(server):
     run = server.get("/mlx/v1/runs/b-free").json()
     assert run["calls"] == 5 and run["status"] == "running"
     assert "guards" not in run["steps"][0]["decision"]
+
+
+def test_the_readme_examples_of_this_section_are_valid_config(tmp_path):
+    """The TOML blocks of README's budgets section load as a config (with a provider and a route added)."""
+    import re
+    from pathlib import Path
+
+    from modelux_local.config.loader import load_dir
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("<!-- section:budgets -->")[1].split("<!-- /section:budgets -->")[0]
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    body = "\n".join(b.replace("# modelux.toml\n", "") for b in blocks)
+    write_config(tmp_path, {"modelux.toml": '[routing]\ndefault = "default"\n[providers.mock]\nkind = "mock"\n' + body,
+                            "default.toml": ROUTING})
+    server = load_dir(tmp_path).server
+    assert server.budgets[0].max_cost_usd == 0.5 and server.budgets[0].warn_at == 0.8
+    assert server.anomalies.loop_repeats == 5 and server.webhooks[0].secret_env == "MODELUX_WEBHOOK_SECRET"

@@ -24,7 +24,9 @@ def _refusal(client, run_id: str) -> openai.APIStatusError:
 def test_abort_via_api_refuses_the_next_call(default_server):
     client = client_for(default_server)
     _call(client, "ctl-api-abort")
-    r = default_server.post("/mlx/v1/runs/ctl-api-abort/abort", json={"reason": "looping on the same tool"})
+    # as README's curl sends it: a JSON body without a JSON content type
+    r = default_server.post("/mlx/v1/runs/ctl-api-abort/abort", content=b'{"reason": "looping on the same tool"}',
+                            headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 204, r.text
     e = _refusal(client, "ctl-api-abort")
     assert e.status_code == 402
