@@ -20,10 +20,15 @@ from typing import Any
 
 from ..errors import BadRequest
 
-REFUSED = {"container", "mcp_servers", "context_management"}
-IGNORED = {"service_tier", "anthropic_version", "anthropic_beta"}
+# Anthropic-hosted features with no equivalent behind another provider: a 400 naming the field.
+# inference_geo is refused (not ignored) because it is a data-residency constraint we cannot keep.
+REFUSED = {"container", "mcp_servers", "context_management", "inference_geo"}
+# Account, capacity and cache hints that do not change the answer: accepted and ignored.
+IGNORED = {"service_tier", "anthropic_version", "anthropic_beta", "cache_control", "diagnostics", "speed",
+           "workspace_id", "user_profile_id"}
 KNOWN = {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature",
-         "top_p", "top_k", "tools", "tool_choice", "thinking", "mlx:tags"} | IGNORED
+         "top_p", "top_k", "tools", "tool_choice", "thinking", "output_config", "mlx:tags"} | IGNORED
+EFFORT = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 STOP_REASON = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                "function_call": "tool_use", "content_filter": "refusal"}
 ERROR_TYPE = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
@@ -125,6 +130,24 @@ def _reasoning_effort(thinking: Any) -> str | None:
     return "low" if budget <= 2048 else "medium" if budget <= 8192 else "high"
 
 
+def _output_config(cfg: Any, out: dict[str, Any]) -> None:
+    """output_config: effort -> reasoning_effort (xhigh/max -> high); format -> response_format json_schema."""
+    if not cfg:
+        return
+    if not isinstance(cfg, dict) or set(cfg) - {"effort", "format"}:
+        raise BadRequest("output_config: only 'effort' and 'format' are supported", param="output_config")
+    if cfg.get("effort"):
+        if cfg["effort"] not in EFFORT:
+            raise BadRequest(f"output_config.effort '{cfg['effort']}' is not supported", param="output_config.effort")
+        out["reasoning_effort"] = EFFORT[cfg["effort"]]
+    fmt = cfg.get("format")
+    if fmt:
+        if fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+            raise BadRequest("output_config.format: a {'type': 'json_schema', 'schema': {...}} is required",
+                             param="output_config.format")
+        out["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"]}}
+
+
 def _tags(metadata: Any) -> dict[str, str]:
     if not isinstance(metadata, dict):
         return {}
@@ -173,7 +196,8 @@ def anthropic_request_to_openai(body: dict[str, Any]) -> tuple[dict[str, Any], d
             if parallel is False:
                 out["parallel_tool_calls"] = False
     effort = _reasoning_effort(body.get("thinking"))
-    if effort:
+    _output_config(body.get("output_config"), out)
+    if effort and "reasoning_effort" not in out:
         out["reasoning_effort"] = effort
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and metadata.get("user_id"):
