@@ -79,3 +79,55 @@ def test_force_promotes_past_the_gate_and_is_audited_as_forced(srv):
     srv.cli("config", "rollback", "--to", str(last["from_number"]))
     assert served_by(srv) == "mock/mock-pro"
     assert srv.get("/mlx/v1/config/serving").json()["configs"]["agent-v2"]["pinned"] is False
+
+
+def test_interactive_prompt_after_simulate_in_a_terminal(srv):
+    """[promote] [diff] [rollback-plan] offered after the report when stdin/stdout are a terminal."""
+    import os
+    import pty
+    import select
+    import sys
+    import time
+
+    from .server import ROOT
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: simulate on a pseudo-terminal
+        os.chdir(ROOT)
+        os.execve(sys.executable, [sys.executable, "-m", "modelux_local", "simulate", "--config=@agent-v3",
+                                   "--data-dir", str(srv.data_dir), "--config-dir", str(srv.config_dir)], srv.env)
+    seen = b""
+
+    def expect(token: bytes, timeout: float = 30) -> None:
+        nonlocal seen
+        end = time.monotonic() + timeout
+        while token not in seen:
+            assert time.monotonic() < end, seen.decode(errors="replace")[-2000:]
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(fd, 65536)
+                except OSError:
+                    break
+        assert token in seen, seen.decode(errors="replace")[-2000:]
+
+    try:
+        expect(b"enter = done >")
+        os.write(fd, b"r\n")
+        expect(b"restores @agent-v2 to")
+        os.write(fd, b"d\n")
+        expect(b"original run id")
+        os.write(fd, b"\n")
+        expect(b"vs  replay")
+        os.write(fd, b"p\n")
+        expect(b"reason (for the audit trail)")
+        os.write(fd, b"from the prompt\n")
+        expect(b"modelux config rollback --to")
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert served_by(srv) == "mock/mock-lite"
+    last = json.loads(srv.cli("config", "history", "--json").stdout)["history"][-1]
+    assert last["action"] == "promote" and last["reason"] == "from the prompt"
+    srv.cli("config", "rollback")
+    assert served_by(srv) == "mock/mock-pro"
