@@ -242,3 +242,13 @@ def test_output_config_translates_and_hints_are_ignored(env):
         client.messages.create(model="@oai", max_tokens=5, messages=[{"role": "user", "content": "x"}],
                                inference_geo="eu")
     assert "inference_geo" in e.value.body["error"]["message"]
+
+
+def test_modelux_token_accepted_as_bearer_or_x_api_key(make_server):
+    srv = make_server(None, name="token", env={"MODELUX_TOKEN": "local-secret-token"})
+    body = {"model": "@executor", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    assert srv.post("/v1/messages", json=body).status_code == 401
+    assert srv.post("/v1/messages", json=body, headers={"x-api-key": "wrong"}).status_code == 401
+    assert srv.post("/v1/messages", json=body, headers={"x-api-key": "local-secret-token"}).status_code == 200
+    sdk = anthropic.Anthropic(base_url=srv.url, api_key="local-secret-token", max_retries=0)  # sends a bearer
+    assert sdk.messages.create(**body).content[0].text

@@ -78,8 +78,9 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
     def check_token(request: Request) -> None:
         if token is None or request.url.path == "/healthz":
             return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.removeprefix("Bearer ").strip(), token):
+        # anthropic-style clients may send the key as x-api-key instead of a bearer token
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or request.headers.get("x-api-key", "")
+        if not hmac.compare_digest(given.encode(), token.encode()):
             raise Unauthorized("this server requires MODELUX_TOKEN as the bearer token (the client's api_key)")
 
     @asynccontextmanager
