@@ -125,3 +125,29 @@ def test_failing_receiver_is_retried_with_backoff(make_server):
         gaps = [b.at - a.at for a, b in zip(receiver.hits, receiver.hits[1:])]
         assert max(gaps) >= 0.8  # backed off between tries rather than hammering
         assert receiver.events("run.aborted")[0]["detail"] == {"reason": "enough", "code": "run_aborted", "by": "api"}
+
+
+def test_outbox_retention_and_quiet_completion_of_a_stale_backlog(tmp_path):
+    """Straight on a real database file: old settled events are dropped, pending ones kept; runs idle for
+    over a day complete without an event each, recently idle ones with one."""
+    from modelux_local.analytics.events import complete_idle, emit, prune_outbox
+    from modelux_local.config.schema import Webhook
+    from modelux_local.storage import Reader, open_db
+
+    db = open_db(tmp_path / "modelux.db")
+    reader = Reader(tmp_path / "modelux.db")
+    hooks = [Webhook(url="http://127.0.0.1:9/x")]
+    now = time.time()
+    with db:
+        old_done = emit(db, reader, hooks, "run.completed", None, {}, at=now - 40 * 86400)
+        old_pending = emit(db, reader, hooks, "run.completed", None, {}, at=now - 40 * 86400)
+        fresh = emit(db, reader, hooks, "run.completed", None, {}, at=now)
+        db.execute("UPDATE webhook_deliveries SET status = 'delivered' WHERE event_id IN (?, ?)", (old_done, fresh))
+        prune_outbox(db, now)
+    assert {r[0] for r in db.execute("SELECT event_id FROM events")} == {old_pending, fresh}
+    with db:
+        for rid, last in (("stale", now - 3 * 86400), ("idle", now - 10)):
+            db.execute("INSERT INTO runs (run_id, started_at, last_at) VALUES (?, ?, ?)", (rid, last, last))
+        done = complete_idle(db, reader, hooks, idle_timeout_s=5)
+    assert done == ["idle"]
+    assert dict(db.execute("SELECT run_id, status FROM runs")) == {"stale": "completed", "idle": "completed"}

@@ -97,12 +97,23 @@ def record_outcome(conn: apsw.Connection, reader: Reader, webhooks: Iterable[Web
     return True
 
 
+# Runs idle for longer than this when first seen (a backlog after downtime or an upgrade) are
+# completed quietly, without a `run.completed` each; and at most IDLE_BATCH runs are completed per
+# pass so one pass never holds the writer for long.
+STALE_S = 24 * 3600
+IDLE_BATCH = 200
+RETENTION_S = 30 * 86400
+
+
 def complete_idle(conn: apsw.Connection, reader: Reader, webhooks: Iterable[Webhook], idle_timeout_s: float,
                   busy: Callable[[str], bool] = lambda _r: False) -> list[str]:
     """Marks runs with no call for `idle_timeout_s` completed and fires `run.completed` for each."""
     now = time.time()
     cutoff = now - idle_timeout_s
-    ids = [r[0] for r in conn.execute("SELECT run_id FROM runs WHERE status = 'running' AND last_at < ?", (cutoff,))]
+    conn.execute("UPDATE runs SET status = 'completed', ended_at = last_at WHERE status = 'running' AND last_at < ?",
+                 (min(cutoff, now - STALE_S),))
+    ids = [r[0] for r in conn.execute("SELECT run_id FROM runs WHERE status = 'running' AND last_at < ? "
+                                      "ORDER BY last_at LIMIT ?", (cutoff, IDLE_BATCH))]
     done = []
     for rid in ids:
         if busy(rid):  # a call still in flight: the run is not idle, its record has not landed yet
@@ -113,3 +124,15 @@ def complete_idle(conn: apsw.Connection, reader: Reader, webhooks: Iterable[Webh
             emit(conn, reader, webhooks, "run.completed", rid, {"reason": "idle", "idle_timeout_s": idle_timeout_s}, now)
             done.append(rid)
     return done
+
+
+def prune_outbox(conn: apsw.Connection, now: float | None = None) -> int:
+    """Drops events older than RETENTION_S whose deliveries are all settled (delivered or failed)."""
+    before = (now or time.time()) - RETENTION_S
+    conn.execute("DELETE FROM webhook_attempts WHERE at < ? AND event_id NOT IN "
+                 "(SELECT event_id FROM webhook_deliveries WHERE status = 'pending')", (before,))
+    conn.execute("DELETE FROM webhook_deliveries WHERE status != 'pending' AND event_id IN "
+                 "(SELECT event_id FROM events WHERE at < ?)", (before,))
+    conn.execute("DELETE FROM events WHERE at < ? AND event_id NOT IN (SELECT event_id FROM webhook_deliveries)",
+                 (before,))
+    return conn.changes()

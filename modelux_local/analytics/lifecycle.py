@@ -12,7 +12,7 @@ import msgspec
 
 from .anomalies import AnomalyWatcher, agent_stats
 from .budgets import ABORTED, EXCEEDED, BudgetGuard
-from .events import complete_idle
+from .events import complete_idle, prune_outbox
 
 log = logging.getLogger("modelux.runs")
 
@@ -110,7 +110,9 @@ async def poll_aborts(rt: Any, guard: BudgetGuard) -> None:
 
 
 async def expire_idle(rt: Any, guard: BudgetGuard, signals: Signals) -> None:
-    """Marks runs completed after `[runs] idle_timeout_s` without a call; fires `run.completed`."""
+    """Marks runs completed after `[runs] idle_timeout_s` without a call; fires `run.completed`.
+    Also, hourly, drops outbox events older than 30 days that have nothing left to deliver."""
+    pruned_at = 0.0
     while True:
         idle = rt.configs.server.runs.idle_timeout_s
         await asyncio.sleep(max(0.2, min(idle / 4, 15.0)))
@@ -125,6 +127,12 @@ async def expire_idle(rt: Any, guard: BudgetGuard, signals: Signals) -> None:
             signals.events()
             signals.completed()
         guard.prune(time.time() - SEED_WINDOW_S)
+        if time.time() - pruned_at > 3600:
+            pruned_at = time.time()
+            try:
+                await rt.writer.run(prune_outbox)
+            except Exception:
+                log.exception("pruning the outbox failed")
 
 
 async def refresh_history(rt: Any, watcher: AnomalyWatcher, wake: asyncio.Event) -> None:
