@@ -8,6 +8,7 @@ for the management API). `close()` drains the queue.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import threading
@@ -32,6 +33,7 @@ class Writer:
     def __init__(self, path: Path | str, maxsize: int = 10_000):
         self.path = Path(path)
         self._q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._overflow: collections.deque = collections.deque()
         self._thread = threading.Thread(target=self._run, name="modelux-writer", daemon=True)
         self._conn: apsw.Connection | None = None
         self.after_batch: list[Hook] = []  # run inside the batch's transaction (rollups, anomalies)
@@ -55,11 +57,15 @@ class Writer:
             await asyncio.get_running_loop().run_in_executor(None, self._q.put, item)
 
     def submit_nowait(self, item: Any) -> None:
-        """For code that must not await (a cancelled stream's cleanup): never drops the item."""
+        """For code that must not await (a cancelled stream's cleanup): never drops the item.
+
+        When the queue is full the item goes to an unbounded overflow that the writer drains
+        with every batch (and on close), so it can neither block nor arrive after the stop.
+        """
         try:
             self._q.put_nowait(item)
         except queue.Full:
-            threading.Thread(target=self._q.put, args=(item,), daemon=True).start()
+            self._overflow.append(item)
 
     def submit_sync(self, item: Any) -> None:
         self._q.put(item)
@@ -96,7 +102,7 @@ class Writer:
 
     @property
     def pending(self) -> int:
-        return self._q.qsize()
+        return self._q.qsize() + len(self._overflow)
 
     # -- the thread ------------------------------------------------------------------------
 
@@ -116,6 +122,8 @@ class Writer:
                     items.append(self._q.get_nowait())
                 except queue.Empty:
                     break
+            while self._overflow:
+                items.append(self._overflow.popleft())
             stop = any(i is _STOP for i in items)
             self._write(items)
         self._conn.close()
