@@ -10,15 +10,18 @@ from ..settings import resolve_paths
 
 
 def _load(dir_arg: str | None, args):
+    """The config set, or None after printing why it cannot load."""
     directory = Path(dir_arg) if dir_arg else resolve_paths(args.data_dir, args.config_dir).config_dir
-    return load_dir(directory)
+    try:
+        return load_dir(directory)
+    except ConfigError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return None
 
 
 def check(args) -> int:
-    try:
-        cs = _load(args.dir, args)
-    except ConfigError as e:
-        print(f"error: {e.message}", file=sys.stderr)
+    cs = _load(args.dir, args)
+    if cs is None:
         return 1
     print(f"ok: {cs.source}")
     print(f"  providers: {', '.join(f'{n} ({p.kind})' for n, p in cs.server.providers.items()) or 'none'}")
@@ -29,10 +32,8 @@ def check(args) -> int:
 
 
 def list_(args) -> int:
-    try:
-        cs = _load(None, args)
-    except ConfigError as e:
-        print(f"error: {e.message}", file=sys.stderr)
+    cs = _load(None, args)
+    if cs is None:
         return 1
     print(f"{'CONFIG':<20} {'VERSION':<14} {'SERVES':<8} ALIASES")
     for name, rc in cs.routing.items():
@@ -45,10 +46,8 @@ def list_(args) -> int:
 
 
 def show(args) -> int:
-    try:
-        cs = _load(None, args)
-    except ConfigError as e:
-        print(f"error: {e.message}", file=sys.stderr)
+    cs = _load(None, args)
+    if cs is None:
         return 1
     name = args.name.lstrip("@")
     if name not in cs.routing:
