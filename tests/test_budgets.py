@@ -1,6 +1,7 @@
 """Budgets through the real server: call caps, cost caps under concurrency, streams cut at the cap."""
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import apsw
@@ -32,6 +33,10 @@ max_cost_usd = 0.005
 [[budgets]]
 match = { agent = "stream-capped" }
 max_cost_usd = 0.0003
+
+[[budgets]]
+match = { agent = "short-lived" }
+max_duration_s = 0.8
 """
 ROUTING = '[aliases.planner]\ntargets = [{ provider = "mock", model = "mock-large" }]\n'
 
@@ -127,6 +132,15 @@ def test_a_stream_is_cut_when_it_crosses_the_cap(server):
     assert cut["status"] == "aborted" and cut["stream"] is True
     assert cut["decision"]["usage_estimated"] is True and cut["cost_usd"] > 0.0003
     assert run["status"] == "aborted"
+
+
+def test_max_duration_counts_from_the_first_call(server):
+    client = client_for(server)
+    _ask(client, "b-duration", "short-lived", "first")
+    time.sleep(0.9)
+    with pytest.raises(openai.APIStatusError) as ei:
+        _ask(client, "b-duration", "short-lived", "too late")
+    assert ei.value.status_code == 402 and "max_duration_s = 0.8" in ei.value.body["message"]
 
 
 def test_runs_without_a_matching_budget_are_not_limited(server):
