@@ -23,10 +23,18 @@ default = "live"
 
 [providers.mock]
 kind = "mock"
+[providers.mock.models.mock-large]
+latency_ms = 30
+[providers.mock.models.mock-small]
+latency_ms = 30
 
 [[budgets]]
 match = { agent = "tui-test" }
 max_cost_usd = 0.50
+
+# one replayed run of 30 ms mock calls: its latency delta is noise (first calls pay for warm-up)
+[promotion]
+max_p95_latency_increase_pct = 100000
 """
 LIVE_TOML = """\
 [aliases.planner]
@@ -34,12 +42,23 @@ targets = [{ provider = "mock", model = "mock-large" }]
 [aliases.executor]
 targets = [{ provider = "mock", model = "mock-small" }]
 """
+# the same routes under another name (a new content version): a replay that must pass the gate
+CANDIDATE_TOML = """\
+description = "same models, new file"
+[aliases.planner]
+targets = [{ provider = "mock", model = "mock-large" }]
+[aliases.executor]
+targets = [{ provider = "mock", model = "mock-small" }]
+[aliases.embedder]
+targets = [{ provider = "mock", model = "mock-embed" }]
+"""
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("tui-live")
-    cfg = write_config(base / "config", {"modelux.toml": SERVER_TOML, "live.toml": LIVE_TOML})
+    cfg = write_config(base / "config", {"modelux.toml": SERVER_TOML, "live.toml": LIVE_TOML,
+                                            "candidate.toml": CANDIDATE_TOML})
     s = ServerProcess(base / "data", cfg)
     s.start()
     yield s
@@ -142,13 +161,54 @@ async def test_a_refused_config_edit_appears_on_the_configs_screen_with_file_and
             await pilot.press("c")
             screen = app.screen
             await until(lambda: getattr(screen, "state", None) is not None, what="the configs screen")
-            assert screen.state.reload.ok and [c.name for c in screen.state.configs] == ["live"]
+            assert screen.state.reload.ok and [c.name for c in screen.state.configs] == ["candidate", "live"]
             path.write_text(good + '\n[aliases.broken]\ntargets = [{ provider = "mock", model = "x" }]\nretriez = 3\n')
             await until(lambda: not screen.state.reload.ok, what="the refused edit")
             r = screen.state.reload
             assert r.file == str(path) and r.line == 8 and "unknown key 'retriez'" in r.message
             # the server refused it too and keeps serving the last good config
             await until(lambda: server.get("/mlx/v1/config").json()["reload"]["ok"] is False, what="server refusal")
-            assert [c.name for c in screen.state.configs] == ["live"]  # the last good set stays on screen
+            assert [c.name for c in screen.state.configs] == ["candidate", "live"]  # the last good set stays on screen
     finally:
         path.write_text(good)
+
+
+async def test_r_on_a_marked_run_replays_it_and_shows_the_diff_table_then_promotes(server):
+    run_id = agent_run(server, calls=3)
+    app = app_for(server)
+    async with app.run_test(size=(120, 34)) as pilot:
+        runs = app.screen
+        table = runs.query_one("#runs")
+        await until(lambda: run_id in runs.shown, what=f"a row for {run_id}")
+        table.move_cursor(row=table.get_row_index(run_id))
+        await pilot.press("space", "r")
+        await until(lambda: app.screen.query("#choices"), what="the candidate chooser")
+        assert app.screen.options == ["candidate", "live"]
+        await pilot.press("enter")  # @candidate
+        replay = app.screen
+        await until(lambda: getattr(replay, "report", None) is not None, timeout=60, what="the replay report")
+        report = replay.report
+        assert report["runs_replayed"] == 1 and report["requests"] == 3 and report["candidate_config"] == "@candidate"
+        diff = replay.query_one("#diff")
+        assert [str(diff.get_row_at(i)[0]) for i in range(diff.row_count)] == [
+            "mean cost/run", "p50 latency", "p95 latency", "error rate", "agent success"]
+        assert str(diff.get_cell("mean cost/run", "CURRENT")) == fmt.money(report["current"]["mean_cost_per_run"])
+        await until(lambda: replay.query_one("#replay-runs").row_count == 1, what="the per-run rows")
+
+        await pilot.press("d")  # the per-step comparison of the replayed run
+        await until(lambda: getattr(app.screen, "title_text", "").startswith("per-step diff"), what="the step diff")
+        assert run_id in app.screen.body.plain and "@" not in app.screen.title_text
+        await pilot.press("escape")
+
+        await pilot.press("p")  # promote, after a confirmation
+        await until(lambda: app.screen.query("#yes"), what="the confirmation")
+        await pilot.press("y")
+        await until(lambda: any("now serves @candidate" in str(n.message) or n.title == "refused"
+                                for n in app._notifications), what="the promotion's outcome")
+        outcome = [n for n in app._notifications][-1]
+        assert outcome.title == "done", outcome.message
+    import json
+
+    history = json.loads(server.cli("config", "history", "--json").stdout)["history"]
+    assert [(h["action"], h["candidate"], h["replay_id"], h["reason"]) for h in history] == [
+        ("promote", "@candidate", report["replay_id"], "promoted from the TUI")]

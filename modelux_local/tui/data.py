@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ import msgspec
 from ..config.loader import ConfigSet, load_dir
 from ..errors import ConfigError
 from ..pricing import nanos_to_usd
-from ..storage.db import connect
+from ..storage.db import connect, open_db
 from ..storage.queries import Reader
 
 _dec = msgspec.json.Decoder()
@@ -88,6 +89,7 @@ class ConfigView:
     binds: list[str]          # tag matches that route to it
     aliases: list[AliasView]
     file: str | None
+    pinned: str | None = None  # set when a promotion / rollback pins what this name serves
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ class DataSource:
                                       for t in al.targets], al.retries.attempts)
                            for a, al in rc.aliases.items()]
                 views.append(ConfigView(name, cs.versions[name], rc.description, name == cs.default_name,
-                                        binds.get(name, []), aliases, cs.files.get(name)))
+                                        binds.get(name, []), aliases, cs.files.get(name), self.serving(name)))
         return ConfigsState(source=cs.source if cs else str(self.config_dir), configs=views,
                             reload=self._reload_view(cs), versions=self.config_versions(),
                             promotions=self.promotions())
@@ -298,30 +300,112 @@ class DataSource:
         r = self._reader()
         return r.get_call(call_id) if r else None
 
-    # -- replay ----------------------------------------------------------------------------
+    # -- replay and promotion (the replay room) ----------------------------------------------
 
     def replay_available(self) -> bool:
-        return False
-
-    def run_replay(self, run_ids: list[str], candidate: str, progress: Callable[[int, int], None]) -> dict:
-        """Replays runs against @candidate; returns the report (simulate --json's shape)."""
-        raise NotImplementedError("replay is not available in this build")
-
-    def replay_step_diff(self, replay_id: str, run_id: str) -> list[dict]:
-        return []
-
-    def promotion_available(self) -> bool:
-        return False
-
-    def promote(self, name: str, replay_id: str | None) -> str:
-        raise NotImplementedError("promotion is not available in this build")
-
-    def rollback(self) -> str:
-        raise NotImplementedError("rollback is not available in this build")
-
-    def rollback_plan(self, name: str | None) -> str:
-        return "rollback is not available in this build"
+        return self.config_set() is not None
 
     def candidate_configs(self) -> list[str]:
         cs = self.config_set()
         return list(cs.routing) if cs else []
+
+    def run_replay(self, run_ids: list[str], candidate: str, progress: Callable[[int, int], None]) -> dict:
+        """Replays the runs live against @candidate (in this thread, on its own event loop) and
+        returns the stored report: `simulate --json`'s shape."""
+        import asyncio
+
+        from ..replay.selection import Selection
+        from ..replay.simulate import Options, simulate
+
+        cs = self._require_configs()
+        opts = Options(candidate=candidate.lstrip("@"), selection=Selection(run_ids=tuple(run_ids)),
+                       window_label=f"{len(run_ids)} run(s) marked in the TUI")
+        return asyncio.run(simulate(cs, self.db_path, opts,
+                                    on_progress=lambda p: progress(p.runs_done, p.runs_total)))
+
+    def replay_runs(self, replay_id: str) -> list[dict]:
+        from ..replay import store
+
+        conn = self._conn()
+        return store.replay_runs(conn, replay_id) if conn else []
+
+    def replay_step_diff(self, replay_id: str, run_id: str) -> str:
+        """Original vs candidate, step by step (the text `replays show ID --run RUN` prints)."""
+        from ..replay import store
+        from ..replay.report import render_steps
+
+        conn = self._conn()
+        return render_steps(replay_id, run_id, store.step_pairs(conn, replay_id, run_id)) if conn else ""
+
+    def promotion_available(self) -> bool:
+        return self.config_set() is not None
+
+    def promote(self, name: str, replay_id: str | None) -> str:
+        """Audited promotion through the gate; raises ModeluxError (its message says why) when refused."""
+        from ..replay import promotion
+
+        cs = self._require_configs()
+        with self._writable() as conn:
+            res = promotion.promote(conn, cs, name, replay_id=replay_id, reason="promoted from the TUI")
+        return (f"@{res['name']} now serves {res['candidate']} (version {res['to_number']}, content "
+                f"{res['to_version']}; was version {res['from_number']}). Audit #{res['audit_id']}; "
+                f"`modelux config rollback --to {res['from_number']}` undoes it.")
+
+    def rollback(self) -> str:
+        from ..replay import promotion
+
+        cs = self._require_configs()
+        with self._writable() as conn:
+            res = promotion.rollback(conn, cs, reason="rolled back from the TUI")
+        return (f"@{res['name']} serves version {res['to_number']} again (content {res['to_version']}). "
+                f"Audit #{res['audit_id']}.")
+
+    def rollback_plan(self, candidate: str | None) -> str:
+        """What a rollback would restore: after promoting `candidate`, or (None) undoing the last change."""
+        from ..replay import promotion
+
+        cs = self._require_configs()
+        conn = self._conn()
+        if conn is None:
+            return "no database yet"
+        if candidate is None:
+            last = conn.execute("SELECT name, from_number, to_number FROM config_audit ORDER BY id DESC LIMIT 1").fetchone()
+            if last is None:
+                return "nothing to roll back: no promotion in the audit trail"
+            info = promotion.version_info(conn, last[1]) or {}
+            return (f"@{last[0]} goes back from version {last[2]} to version {last[1]} "
+                    f"(content {info.get('content_version')}, from {info.get('source')})")
+        name = cs.default_name
+        cur = promotion.current_serving(conn, cs, name)
+        where = f"serving version {cur.number}" if cur.number else f"the content of {cur.source}"
+        routes = "\n".join(f"  @{a:<14} -> {' | '.join(f'{t.provider}/{t.model}' for t in al.targets)}"
+                           for a, al in cs.routing[name].aliases.items()) if cur.number is None else ""
+        return (f"after promoting @{candidate.lstrip('@')}, `modelux config rollback` restores @{name} to {where} "
+                f"(content {cur.content_version}) from the database, even if the file changes.\n{routes}")
+
+    def serving(self, name: str) -> str | None:
+        """What a config name serves when a promotion pinned it ("version N, content X"), else None (its file)."""
+        conn = self._conn()
+        if conn is None:
+            return None
+        try:
+            row = conn.execute("SELECT v.number, v.content_version, v.source FROM serving s JOIN serving_versions v "
+                               "ON v.number = s.number WHERE s.name = ?", (name,)).fetchone()
+        except Exception:  # a database from before the replay room's migration
+            return None
+        return f"promoted version {row[0]} ({row[1]}, {row[2]})" if row else None
+
+    def _require_configs(self) -> ConfigSet:
+        cs = self.config_set()
+        if cs is None:
+            raise ConfigError(f"the config directory does not load: {self._config_error.message if self._config_error else '?'}")
+        return cs
+
+    @contextmanager
+    def _writable(self):
+        """Promotion and rollback write the audit trail: the one place the TUI opens the database read-write."""
+        conn = open_db(self.db_path)
+        try:
+            yield conn
+        finally:
+            conn.close()

@@ -55,6 +55,8 @@ def render_configs(state: ConfigsState) -> RenderableType:
             head.append(" ● serving (default) ", style="bold black on green")
         for b in c.binds:
             head.append(f"  bound to {b}", style="green")
+        if c.pinned:
+            head.append(f"  serves {c.pinned}", style="bold magenta")
         parts.append(head)
         if c.description:
             parts.append(Text(c.description, style="italic dim"))

@@ -74,7 +74,9 @@ class ChooseScreen(ModalScreen[str | None]):
             yield OptionList(*self.options, id="choices")
 
     def on_mount(self) -> None:
-        self.query_one(OptionList).focus()
+        choices = self.query_one(OptionList)
+        choices.highlighted = 0
+        choices.focus()
 
     @on(OptionList.OptionSelected)
     def _chosen(self, event: OptionList.OptionSelected) -> None:

@@ -3,7 +3,6 @@ seed's diff table (CURRENT / CANDIDATE / DELTA) with promote, diff and rollback-
 from __future__ import annotations
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -71,12 +70,16 @@ class ReplayScreen(Screen):
         for col in ("", "CURRENT", "CANDIDATE", "DELTA"):
             table.add_column(col, key=col or "metric")
         yield table
-        with VerticalScroll(id="replay-notes-scroll"):
-            yield Static(id="replay-notes")
+        yield Static(id="replay-notes")
+        per_run = DataTable(id="replay-runs", cursor_type="row")
+        for col in ("run", "status", "cost now", "cost candidate", "verdict"):
+            per_run.add_column(col, key=col)
+        yield per_run
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#diff").display = False
+        self.query_one("#replay-runs").display = False
         self._run()
 
     @work(thread=True, exclusive=True, group="replay")
@@ -110,14 +113,36 @@ class ReplayScreen(Screen):
             table.add_row(label, cur, cand, delta, key=label)
         table.display = True
         self.query_one("#replay-notes", Static).update(self._notes(report))
+        self._load_runs(report["replay_id"])
+
+    @work(thread=True, group="replay")
+    def _load_runs(self, replay_id: str) -> None:
+        rows = self.data.replay_runs(replay_id)
+        self.app.call_from_thread(self._show_runs, rows)
+
+    def _show_runs(self, rows: list[dict]) -> None:
+        per_run = self.query_one("#replay-runs", DataTable)
+        for r in rows:
+            d = r["detail"]
+            verdict = r.get("verdict") or ("accepted" if r.get("accepted") else "—")
+            per_run.add_row(r["original_run_id"], r["status"], fmt.money(d.get("cur_cost_usd")),
+                            fmt.money(d.get("cand_cost_usd")), str(verdict), key=r["original_run_id"])
+        per_run.display = bool(rows)
+        if rows:
+            per_run.focus()
 
     def _notes(self, report: dict) -> RenderableType:
         lines: list[RenderableType] = []
         if report.get("replay_cost_usd") is not None:
             lines.append(Text(f"the replay itself cost {fmt.money(report['replay_cost_usd'])}", style="dim"))
-        if report.get("quality"):
-            lines.append(Text(f"quality: {report['quality']}", style="dim"))
-        lines.append(Text("[p] promote   [d] diff   [b] rollback-plan", style="bold"))
+        q = report.get("quality") or {}
+        if q.get("description"):
+            lines.append(Text(f"quality: {q['description']}: {q.get('accepted', 0)} of {q.get('judged', 0)} "
+                              f"judged runs accepted", style="dim"))
+        if report.get("replay_id"):
+            lines.append(Text(f"replay id {report['replay_id']}: `modelux config promote @{self.candidate} "
+                              f"--replay {report['replay_id']}`", style="dim"))
+        lines.append(Text("[p] promote   [d] diff (the run highlighted below)   [b] rollback-plan", style="bold"))
         return Group(*lines)
 
     def action_promote(self) -> None:
@@ -128,25 +153,20 @@ class ReplayScreen(Screen):
     def action_diff(self) -> None:
         if not self.report:
             return
+        per_run = self.query_one("#replay-runs", DataTable)
         run_id = self.run_ids[0]
-        steps = self.data.replay_step_diff(self.report["replay_id"], run_id)
-        self.app.push_screen(TextScreen(f"per-step diff of {run_id}", render_step_diff(steps)))
+        if per_run.row_count:
+            run_id = per_run.coordinate_to_cell_key(per_run.cursor_coordinate).row_key.value
+        text = self.data.replay_step_diff(self.report["replay_id"], run_id)
+        self.app.push_screen(TextScreen(f"per-step diff of {run_id}", Text(text, no_wrap=True)))
 
     def action_rollback_plan(self) -> None:
         if self.report:
-            self.app.push_screen(TextScreen("rollback plan", self.data.rollback_plan(self.candidate)))
-
-
-def render_step_diff(steps: list[dict]) -> RenderableType:
-    if not steps:
-        return Text("no per-step comparison stored for this run", style="dim")
-    t = Table(box=None, padding=(0, 2), header_style="bold")
-    keys = list(steps[0])
-    for k in keys:
-        t.add_column(k, overflow="fold")
-    for s in steps:
-        t.add_row(*(str(s.get(k, "")) for k in keys))
-    return t
+            try:
+                plan = self.data.rollback_plan(self.candidate)
+            except Exception as e:  # noqa: BLE001 - shown, the TUI stays up
+                plan = f"no rollback plan: {e}"
+            self.app.push_screen(TextScreen("rollback plan", plan))
 
 
 class TextScreen(Screen):
@@ -158,6 +178,6 @@ class TextScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.title_text, style="bold"))
-        with VerticalScroll():
+        with VerticalScroll(id="text-scroll"):
             yield Static(self.body)
         yield Footer()
