@@ -32,6 +32,13 @@ latency_ms = 30
 match = { agent = "tui-test" }
 max_cost_usd = 0.50
 
+[[budgets]]
+match = { agent = "tiny" }
+max_cost_usd = 0.00001
+
+[anomalies]
+loop_repeats = 3
+
 # one replayed run of 30 ms mock calls: its latency delta is noise (first calls pay for warm-up)
 [promotion]
 max_p95_latency_increase_pct = 100000
@@ -150,6 +157,42 @@ async def test_filter_by_tag_and_mark(server):
         assert runs.marked == {mine}
         await pilot.press("escape")  # clears the filter
         await until(lambda: other in runs.shown, what="the filter cleared")
+
+
+async def test_a_loop_and_a_budget_abort_are_flagged_as_they_happen(server):
+    import openai
+
+    app = app_for(server)
+    async with app.run_test(size=(120, 30)) as pilot:
+        runs = app.screen
+        await until(lambda: runs._seen_flags is not None, what="the first load")
+        client = client_for(server)
+        loop_id, tiny_id = f"run_loop{uuid.uuid4().hex[:6]}", f"run_tiny{uuid.uuid4().hex[:6]}"
+
+        def traffic():
+            for _ in range(3):  # the same request three times: [anomalies] loop_repeats = 3
+                client.chat.completions.create(model="@executor", messages=[{"role": "user", "content": "again"}],
+                                               extra_body={"mlx:tags": {"run_id": loop_id}})
+            refused = 0
+            for i in range(3):  # $0.00001 allows at most one small call
+                try:
+                    client.chat.completions.create(model="@planner", messages=[{"role": "user", "content": f"{i}"}],
+                                                   extra_body={"mlx:tags": {"run_id": tiny_id, "agent": "tiny"}})
+                except openai.APIStatusError as e:
+                    assert e.status_code == 402
+                    refused += 1
+            return refused
+
+        assert await asyncio.to_thread(traffic) >= 1
+        await until(lambda: loop_id in runs.runs and "loop" in runs.runs[loop_id].anomalies, what="the loop flag")
+        await until(lambda: tiny_id in runs.runs and runs.runs[tiny_id].status == "aborted", what="the abort")
+        await pilot.pause()
+        table = runs.query_one("#runs")
+        assert table.get_cell(loop_id, "flags").plain == "loop"
+        assert table.get_cell(tiny_id, "flags").plain.startswith("aborted")
+        assert str(table.get_cell(tiny_id, "status")) == "aborted"
+        toasts = [str(n.message) for n in app._notifications]
+        assert f"{loop_id}: loop" in toasts and any(t.startswith(f"{tiny_id}: aborted") for t in toasts), toasts
 
 
 async def test_a_refused_config_edit_appears_on_the_configs_screen_with_file_and_line(server):
