@@ -119,7 +119,7 @@ class AnomalyWatcher:
                 elif item[0] == "warning":
                     emit(conn, reader, hooks, "budget.warning", item[1], {"call_id": rec.call_id, **item[2]})
             rid = rec.run_id
-            if not rid:
+            if not rid or rec.replay_id:  # replayed traffic repeats the originals' loops: no alarms for it
                 continue
             self._seen[rid] = now
             if rec.provider is not None and rec.attempts and rec.endpoint != "embeddings":

@@ -97,8 +97,8 @@ def record_outcome(conn: apsw.Connection, reader: Reader, webhooks: Iterable[Web
     return True
 
 
-# Runs idle for longer than this when first seen (a backlog after downtime or an upgrade) are
-# completed quietly, without a `run.completed` each; and at most IDLE_BATCH runs are completed per
+# Runs idle for longer than this when first seen (a backlog after downtime or an upgrade), and
+# replayed runs, are completed quietly, without a `run.completed` each; and at most IDLE_BATCH runs are completed per
 # pass so one pass never holds the writer for long.
 STALE_S = 24 * 3600
 IDLE_BATCH = 200
@@ -110,8 +110,8 @@ def complete_idle(conn: apsw.Connection, reader: Reader, webhooks: Iterable[Webh
     """Marks runs with no call for `idle_timeout_s` completed and fires `run.completed` for each."""
     now = time.time()
     cutoff = now - idle_timeout_s
-    conn.execute("UPDATE runs SET status = 'completed', ended_at = last_at WHERE status = 'running' AND last_at < ?",
-                 (min(cutoff, now - STALE_S),))
+    conn.execute("UPDATE runs SET status = 'completed', ended_at = last_at WHERE status = 'running' AND last_at < ? "
+                 "AND (last_at < ? OR replay_id IS NOT NULL)", (cutoff, now - STALE_S))
     ids = [r[0] for r in conn.execute("SELECT run_id FROM runs WHERE status = 'running' AND last_at < ? "
                                       "ORDER BY last_at LIMIT ?", (cutoff, IDLE_BATCH))]
     done = []
