@@ -18,9 +18,11 @@ from bench._harness import Context
 # name -> module; add a section by writing bench/<name>.py (see bench/__init__.py) and listing it here
 SECTIONS: dict[str, str] = {
     "overhead": "bench.overhead",
+    "tui": "bench.tui",
     "analytics": "bench.analytics",
     "replay": "bench.replay",
     "guards": "bench.guards",
+    "providers": "bench.providers",
 }
 
 

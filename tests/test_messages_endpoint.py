@@ -3,14 +3,19 @@ OpenAI-compatible upstream (FakeOpenAI, real HTTP) and to the built-in mock: tex
 streaming, tags, records, and errors in Anthropic's shape."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 
 import anthropic
 import httpx
 import pytest
 
 from .fakes.openai_upstream import FakeOpenAI
-from .server import ServerProcess, write_config
+from modelux_local.config.loader import load_dir
+
+from .server import ROOT, ServerProcess, write_config
 
 CLIENT_KEY = "sk-client-key-3141-must-not-be-stored"
 UPSTREAM_KEY = "sk-upstream-key-2718-never-store"
@@ -37,6 +42,8 @@ kind = "mock"
         "main.toml": '''[aliases.oai]
 targets = [{ provider = "up", model = "gpt-4o-mini" }]
 [aliases.m]
+targets = [{ provider = "mock", model = "mock-small" }]
+[aliases.executor]
 targets = [{ provider = "mock", model = "mock-small" }]
 [aliases.twice]
 targets = [{ provider = "up", model = "gpt-4o-mini" }, { provider = "up", model = "gpt-4o" }]
@@ -252,3 +259,31 @@ def test_modelux_token_accepted_as_bearer_or_x_api_key(make_server):
     assert srv.post("/v1/messages", json=body, headers={"x-api-key": "local-secret-token"}).status_code == 200
     sdk = anthropic.Anthropic(base_url=srv.url, api_key="local-secret-token", max_retries=0)  # sends a bearer
     assert sdk.messages.create(**body).content[0].text
+
+
+def readme_blocks(lang: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("<!-- section:providers -->")[1].split("<!-- /section:providers -->")[0]
+    return re.findall(rf"```{lang}\n(.*?)```", section, re.S)
+
+
+def test_readme_provider_configs_load(tmp_path):
+    server_toml, routing_toml = readme_blocks("toml")
+    cs = load_dir(write_config(tmp_path / "cfg", {"modelux.toml": server_toml, "agent-v2.toml": routing_toml}))
+    kinds = {name: p.kind for name, p in cs.server.providers.items()}
+    assert kinds == {"openai": "openai", "local": "openai", "anthropic": "anthropic", "gemini": "gemini", "mock": "mock"}
+    assert cs.server.providers["mock"].models["mock-small"].error_status == 529
+    assert sorted(cs.routing["agent-v2"].aliases) == ["executor", "planner", "summarizer"]
+
+
+def test_readme_messages_snippet_runs(env):
+    srv, _, _ = env
+    (snippet,) = readme_blocks("python")
+    assert 'base_url="http://127.0.0.1:4000"' in snippet
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(snippet.replace("http://127.0.0.1:4000", srv.url), {})
+    assert len(out.getvalue().strip()) > 10
+    run = srv.get("/mlx/v1/runs/run_demo_messages").json()
+    assert run["calls"] == 1 and run["tags"] == {"run_id": "run_demo_messages", "agent": "research-v2"}
+    assert run["steps"][0]["endpoint"] == "messages" and run["steps"][0]["alias"] == "@executor"
