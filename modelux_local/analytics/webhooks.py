@@ -64,21 +64,33 @@ class Deliverer:
         reader = self.rt.reader
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as session:
             while True:
+                self.wake.clear()  # before reading: an event written from here on wakes the wait below
                 now = time.time()
-                due = await asyncio.to_thread(lambda: _due(reader.conn(), now))
+                try:
+                    due = await asyncio.to_thread(lambda: _due(reader.conn(), now))
+                except Exception:  # a locked or broken database must not end delivery for good
+                    log.exception("reading the webhook outbox failed; retrying")
+                    await asyncio.sleep(POLL_S)
+                    continue
                 if due:
-                    job = asyncio.ensure_future(asyncio.gather(*(self._deliver(session, *d) for d in due)))
+                    job = asyncio.ensure_future(asyncio.gather(*(self._deliver(session, *d) for d in due),
+                                                               return_exceptions=True))
                     try:
-                        await asyncio.shield(job)
+                        failed = [r for r in await asyncio.shield(job) if isinstance(r, Exception)]
+                        if failed:  # not recorded: pause rather than re-send at once
+                            log.error("recording %d webhook deliveries failed: %r", len(failed), failed[0])
+                            await asyncio.sleep(POLL_S)
                     except asyncio.CancelledError:
                         # shutting down: let the POSTs in flight finish and be recorded, so a receiver
                         # that already answered is not sent the same event again after a restart
                         await asyncio.wait_for(asyncio.shield(job), TIMEOUT_S + 2)
                         raise
                     continue
-                nxt = await asyncio.to_thread(lambda: _next_due(reader.conn()))
+                try:
+                    nxt = await asyncio.to_thread(lambda: _next_due(reader.conn()))
+                except Exception:
+                    nxt = None
                 wait = POLL_S if nxt is None else max(0.0, min(POLL_S, nxt - time.time()))
-                self.wake.clear()
                 try:
                     await asyncio.wait_for(self.wake.wait(), wait)
                 except asyncio.TimeoutError:
