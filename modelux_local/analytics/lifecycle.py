@@ -65,7 +65,12 @@ async def seed(rt: Any, guard: BudgetGuard, started: float) -> None:
     """Refills the guard's per-run state from the database, in the background after start.
     Calls made since `started` are already counted live, so only earlier ones are added."""
     t0 = time.perf_counter()
-    runs, sums, warned = await asyncio.to_thread(lambda: _seed_rows(rt.reader.conn(), started - SEED_WINDOW_S, started))
+    try:
+        runs, sums, warned = await asyncio.to_thread(
+            lambda: _seed_rows(rt.reader.conn(), started - SEED_WINDOW_S, started))
+    except Exception:
+        log.exception("loading the budget state of recent runs failed: budgets count from zero")
+        return
     by_run = {r[0]: r[1:] for r in sums}
     for run_id, status, reason, code, started_at, last_at in runs:
         st = guard.state(run_id, last_at)
