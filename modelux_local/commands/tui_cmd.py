@@ -48,6 +48,9 @@ def serve_with_tui(rt, config, paths) -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
 
+    # The TUI thread shares the GIL with the proxy's: a shorter switch interval (default 5 ms) bounds
+    # how long a redraw can hold a proxied call waiting (measured: scripts/bench --only tui).
+    sys.setswitchinterval(0.001)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="modelux-proxy", daemon=True)
     thread.start()
