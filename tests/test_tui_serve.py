@@ -20,14 +20,14 @@ from .server import ROOT, ServerProcess, free_port
 class PtyServe:
     """`serve` with a pseudo-terminal as stdin/stdout/stderr, its screen output collected."""
 
-    def __init__(self, data_dir, port: int):
+    def __init__(self, data_dir, port: int, argv: list[str] | None = None):
         self.port = port
         master, slave = pty.openpty()
         os.set_blocking(master, True)
         env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"}
         env.pop("MODELUX_CONFIG_DIR", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "modelux_local", "serve", "--port", str(port),
-                                      "--data-dir", str(data_dir)], cwd=ROOT, env=env,
+        argv = argv or ["serve", "--port", str(port), "--data-dir", str(data_dir)]
+        self.proc = subprocess.Popen([sys.executable, "-m", "modelux_local", *argv], cwd=ROOT, env=env,
                                      stdin=slave, stdout=slave, stderr=slave, close_fds=True, start_new_session=True)
         os.close(slave)
         self.master = master
@@ -86,3 +86,19 @@ def test_serve_in_a_terminal_runs_the_tui_and_q_stops_the_proxy_gracefully(tmp_p
     calls = dict(conn.execute("SELECT run_id, calls FROM runs").fetchall())
     assert calls == {"run_pty1": 5, "run_pty2": 5}
     assert (data / "serve.log").exists()  # log lines went to a file, not across the screen
+
+
+def test_tui_command_opens_on_a_stopped_servers_database(tmp_path):
+    from .test_tui_support import build_db, write_configs
+
+    cfg = write_configs(tmp_path / "cfg")
+    build_db(tmp_path, cfg)
+    s = PtyServe(tmp_path, 0, ["tui", "--data-dir", str(tmp_path), "--config-dir", str(cfg)])
+    try:
+        s.wait_for(b"run_research01")
+        s.press(b"c")
+        s.wait_for(b"@support-v1")
+        s.press(b"q")
+        assert s.proc.wait(20) == 0
+    finally:
+        s.close()
