@@ -121,9 +121,15 @@ def test_a_run_far_above_its_agents_history_flags_cost(env):
         _ask(client, f"hist-{i}", [{"role": "user", "content": f"usual task {i}"}], agent="steady")
     receiver.wait_for(lambda r: sum(e["run"]["run_id"].startswith("hist-") for e in r.events("run.completed")) == 20,
                       timeout=10)
-    time.sleep(1.5)  # the history refresh follows completions (at most once a second)
-    for i in range(3):  # 3 calls: above the p95 (1) and twice the median (1)
-        _ask(client, "outlier", [{"role": "user", "content": f"unusual step {i}"}], agent="steady")
-    assert _anomalies(server, "outlier") == ["cost"]
-    hook = receiver.wait_for(lambda r: _for_run(r, "anomaly.cost", "outlier"), timeout=5)
-    assert hook[0]["detail"]["history_runs"] == 20 and "calls" in hook[0]["detail"]["over"]
+    time.sleep(1.2)  # the history refresh follows completions (at most once a second)
+    for attempt in range(3):  # on a loaded machine the refresh may lag: a fresh run then tries again
+        run_id = f"outlier-{attempt}"
+        for i in range(3):  # 3 calls: above the p95 (1) and twice the median (1) of the history
+            _ask(client, run_id, [{"role": "user", "content": f"unusual step {i}"}], agent="steady")
+        if _anomalies(server, run_id) == ["cost"]:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError("no cost anomaly for a run with 3x the calls of its agent's history")
+    hook = receiver.wait_for(lambda r: _for_run(r, "anomaly.cost", run_id), timeout=5)
+    assert hook[0]["detail"]["history_runs"] >= 20 and "calls" in hook[0]["detail"]["over"]
