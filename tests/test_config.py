@@ -156,3 +156,13 @@ def test_init_writes_a_starter_that_serves(tmp_path):
         import openai
         c = openai.OpenAI(base_url=srv.base_url, api_key="x")
         assert c.chat.completions.create(model="@planner", messages=[{"role": "user", "content": "hi"}]).model == "mock-large"
+
+
+def test_config_list_shows_a_promoted_serving_version(tmp_path):
+    d = tmp_path / "cfg"
+    assert cli("init", str(d)).returncode == 0
+    paths = ["--config-dir", str(d), "--data-dir", str(tmp_path / "data")]
+    assert cli("config", "promote", "@agent-v3", "--force", "--reason", "t", *paths).returncode == 0
+    out = cli("config", "list", *paths).stdout
+    line = next(line for line in out.splitlines() if line.startswith("@agent-v2"))
+    assert "promoted v2" in line and load_dir(d).versions["agent-v3"] in line

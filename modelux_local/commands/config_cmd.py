@@ -35,14 +35,42 @@ def list_(args) -> int:
     cs = _load(None, args)
     if cs is None:
         return 1
-    print(f"{'CONFIG':<20} {'VERSION':<14} {'SERVES':<8} ALIASES")
+    promoted = _promoted(args, cs)
+    print(f"{'CONFIG':<20} {'VERSION':<14} {'SERVES':<20} ALIASES")
     for name, rc in cs.routing.items():
-        serves = "default" if name == cs.default_name else ""
-        binds = [b for b in cs.server.routing.bind if b.config == name]
-        if binds:
-            serves = (serves + " ").lstrip() + "bound"
-        print(f"@{name:<19} {cs.versions[name]:<14} {serves:<8} {', '.join('@' + a for a in rc.aliases)}")
+        roles = (["default"] if name == cs.default_name else []) + \
+                (["bound"] if any(b.config == name for b in cs.server.routing.bind) else [])
+        version = cs.versions[name]
+        if name in promoted:
+            number, version, source = promoted[name]
+            roles.append(f"promoted v{number}")
+        print(f"@{name:<19} {version:<14} {' '.join(roles):<20} {', '.join('@' + a for a in rc.aliases)}")
+    for name, (number, version, source) in promoted.items():
+        print(f"  @{name}: serving v{number} ({source}) from the database; `config history` for the audit trail")
     return 0
+
+
+def _promoted(args, cs) -> dict[str, tuple[int, str, str]]:
+    """Configs whose serving content was pinned by `config promote`/`rollback` (read from the database)."""
+    db = resolve_paths(args.data_dir, args.config_dir).db_path
+    if not db.exists():
+        return {}
+    from ..replay.promotion import current_serving
+    from ..storage import connect
+
+    conn = connect(db, readonly=True)
+    try:
+        out = {}
+        for name in cs.routing:
+            try:
+                s = current_serving(conn, cs, name)
+            except Exception:  # an older database without the serving tables: files serve
+                return {}
+            if s.number is not None:
+                out[name] = (s.number, s.content_version, s.source)
+        return out
+    finally:
+        conn.close()
 
 
 def show(args) -> int:
