@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import subprocess
 import sys
 import threading
@@ -45,9 +46,13 @@ class PtyServe:
                 return
             self.screen += chunk
 
+    def text(self) -> bytes:
+        """What was drawn, without escape sequences (a redraw may style each character on its own)."""
+        return re.sub(rb"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]", b"", bytes(self.screen))
+
     def wait_for(self, text: bytes, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
-        while text not in self.screen:
+        while text not in self.text():
             assert self.proc.poll() is None, f"serve exited {self.proc.returncode}: {bytes(self.screen[-2000:])!r}"
             assert time.monotonic() < deadline, f"{text!r} never drawn: {bytes(self.screen[-2000:])!r}"
             time.sleep(0.05)

@@ -6,7 +6,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, OptionList, Static
 
@@ -33,8 +33,8 @@ class HelpScreen(ModalScreen):
             t.add_row(Text(section, style="bold underline"), "")
             for k, v in rows:
                 t.add_row(k, v)
-        with Vertical(id="dialog"):
-            yield Static(Text("modelux-local — keys", style="bold"))
+        with VerticalScroll(id="dialog"):  # scrolls at 80x24
+            yield Static(Text("modelux-local — keys  (↑ ↓ scroll, esc close)", style="bold"))
             yield Static(t)
 
 

@@ -40,10 +40,18 @@ def _delta(cur, cand, kind: str, higher_is_better: bool = False) -> Text:
     return Text(text, style="green" if better else "red")
 
 
-def diff_rows(report: dict) -> list[tuple[str, str, str, Text]]:
-    cur, cand = report.get("current") or {}, report.get("candidate") or {}
+def _ci(bounds, kind: str) -> str:
+    """The replay's bootstrap 95 % interval of the delta: shares of the current value, or points."""
+    if not bounds:
+        return "—"
+    unit = "pp" if kind == "share" else "%"
+    return f"[{bounds[0] * 100:+.1f}, {bounds[1] * 100:+.1f}]{unit}"
+
+
+def diff_rows(report: dict) -> list[tuple[str, str, str, Text, str]]:
+    cur, cand, ci = report.get("current") or {}, report.get("candidate") or {}, report.get("ci") or {}
     return [(label, _value(cur.get(key), kind), _value(cand.get(key), kind),
-             _delta(cur.get(key), cand.get(key), kind, higher_is_better=key == "agent_success"))
+             _delta(cur.get(key), cand.get(key), kind, higher_is_better=key == "agent_success"), _ci(ci.get(key), kind))
             for label, key, kind in METRICS]
 
 
@@ -67,7 +75,7 @@ class ReplayScreen(Screen):
                                    (f"@{self.candidate}", "bold cyan"), " …"), id="replay-title")
         yield ProgressBar(total=len(self.run_ids), id="replay-progress", show_eta=False)
         table = DataTable(id="diff", cursor_type="row", show_cursor=False)
-        for col in ("", "CURRENT", "CANDIDATE", "DELTA"):
+        for col in ("", "CURRENT", "CANDIDATE", "DELTA", "95% CI"):
             table.add_column(col, key=col or "metric")
         yield table
         yield Static(id="replay-notes")
@@ -109,8 +117,8 @@ class ReplayScreen(Screen):
             f"runs_replayed {report.get('runs_replayed')}  requests {report.get('requests')}"))
         table = self.query_one("#diff", DataTable)
         table.clear()
-        for label, cur, cand, delta in diff_rows(report):
-            table.add_row(label, cur, cand, delta, key=label)
+        for label, cur, cand, delta, ci in diff_rows(report):
+            table.add_row(label, cur, cand, delta, ci, key=label)
         table.display = True
         self.query_one("#replay-notes", Static).update(self._notes(report))
         self._load_runs(report["replay_id"])
