@@ -189,5 +189,5 @@ def render(f: dict) -> str:
     h, t = f["headless"], f["tui"]
     lines += ["", f"median over rounds: p99 headless {h['p99_ms']:.2f} ms, TUI open {t['p99_ms']:.2f} ms "
                   f"(Δ {f['p99_delta_ms']:+.2f} ms); p50 {h['p50_ms']:.2f} -> {t['p50_ms']:.2f} ms; "
-                  f"proxy cpu/req {h['proxy_cpu_ms_per_req']:.3f} -> {t['proxy_cpu_ms_per_req']:.3f} ms"]
+                  f"process cpu/req (proxy + TUI) {h['proxy_cpu_ms_per_req']:.3f} -> {t['proxy_cpu_ms_per_req']:.3f} ms"]
     return "\n".join(lines)
