@@ -232,7 +232,9 @@ class RunsScreen(Screen):
         self._show_status()
 
     def action_replay(self) -> None:
-        ids = [k for k in self.shown if k in self.marked] or ([self.current_run_id()] if self.current_run_id() else [])
+        # the marked runs; else, with a filter on, every run it shows; else the run under the cursor
+        ids = [k for k in self.shown if k in self.marked] or (list(self.shown) if self.query_text else []) \
+            or ([self.current_run_id()] if self.current_run_id() else [])
         if not ids:
             self.notify("no run to replay: mark runs with space", severity="warning")
             return
