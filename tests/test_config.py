@@ -166,3 +166,13 @@ def test_config_list_shows_a_promoted_serving_version(tmp_path):
     out = cli("config", "list", *paths).stdout
     line = next(line for line in out.splitlines() if line.startswith("@agent-v2"))
     assert "promoted v2" in line and load_dir(d).versions["agent-v3"] in line
+
+
+def test_unknown_provider_in_a_later_alias_names_that_alias_line(tmp_path):
+    d = write_config(tmp_path, {
+        "modelux.toml": '[providers.mock]\nkind = "mock"\n',
+        "a.toml": '[aliases.x]\ntargets = [{ provider = "mock", model = "m" }]\n\n'
+                  '[aliases.y]\ntargets = [\n  { provider = "mock", model = "m" },\n  { provider = "gone", model = "m" },\n]\n'})
+    with pytest.raises(ConfigError) as e:
+        load_dir(d)
+    assert "alias @y: unknown provider 'gone'" in e.value.message and e.value.line == 7

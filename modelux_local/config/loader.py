@@ -106,21 +106,35 @@ def _decode(text: str, path: Path, typ: type[T]) -> T:
                           file=str(path), line=line, key=key) from None
 
 
+def _alias_line(text: str, alias_name: str, key: str, value: str | None = None) -> int | None:
+    """The line of `key` (holding `value`, when given) inside the [aliases.NAME] table."""
+    header = re.compile(r"^\s*\[\s*aliases\s*\.\s*\"?" + re.escape(alias_name) + r"\"?\s*\]")
+    start = next((i for i, line in enumerate(text.splitlines(), 1) if header.match(line)), 0)
+    if value is not None:
+        pat = re.compile(re.escape(key) + r'\s*=\s*"' + re.escape(value) + '"')
+        for i, line in enumerate(text.splitlines(), 1):
+            if i >= start and pat.search(line.split("#", 1)[0]):
+                return i
+    return _line_of(text, key, start) or start or None
+
+
 def _check_routing(name: str, rc: RoutingConfig, server: ServerConfig, text: str, path: Path) -> None:
+    def fail(msg: str, alias_name: str, key: str, value: str | None = None) -> ConfigError:
+        return ConfigError(f"alias @{alias_name}: {msg}", file=str(path), line=_alias_line(text, alias_name, key, value),
+                           key=key)
+
     for alias_name, alias in rc.aliases.items():
         if not alias.targets:
-            raise ConfigError(f"alias @{alias_name} has no targets", file=str(path), line=_line_of(text, alias_name), key="targets")
+            raise fail("has no targets", alias_name, "targets")
         for t in alias.targets:
             if t.provider not in server.providers:
                 known = ", ".join(sorted(server.providers)) or "none"
-                raise ConfigError(
-                    f"alias @{alias_name}: unknown provider {t.provider!r} (providers in {SERVER_FILE}: {known})",
-                    file=str(path), line=_line_of(text, "provider"), key="provider",
-                )
+                raise fail(f"unknown provider {t.provider!r} (providers in {SERVER_FILE}: {known})", alias_name,
+                           "provider", t.provider)
             if t.weight <= 0:
-                raise ConfigError(f"alias @{alias_name}: weight must be > 0", file=str(path), line=_line_of(text, "weight"), key="weight")
+                raise fail("weight must be > 0", alias_name, "weight")
         if alias.retries.attempts < 0:
-            raise ConfigError(f"alias @{alias_name}: retries.attempts must be >= 0", file=str(path), line=_line_of(text, "attempts"), key="attempts")
+            raise fail("retries.attempts must be >= 0", alias_name, "attempts")
 
 
 def load_dir(directory: Path | None) -> ConfigSet:
