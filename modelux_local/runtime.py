@@ -19,6 +19,13 @@ from .storage import Reader, Writer
 log = logging.getLogger("modelux")
 
 
+def _report_crash(task: asyncio.Task) -> None:
+    """A background job that dies must say so: its work (webhooks, expiry, polling) stops."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background job %s stopped: %r", task.get_coro().__qualname__, task.exception(),
+                  exc_info=task.exception())
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """One consistent view of the config; swapped atomically on reload, read once per request."""
@@ -78,7 +85,9 @@ class Runtime:
         if self.paths.config_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch()))
         for job in self.background:
-            self._tasks.append(asyncio.create_task(job()))
+            task = asyncio.create_task(job())
+            task.add_done_callback(_report_crash)
+            self._tasks.append(task)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -123,7 +132,7 @@ class Runtime:
     # -- replay room: promoted serving content ---------------------------------------------
     async def apply_serving(self) -> bool:
         """Reads the serving state promotion/rollback left in the database; swaps the router if it changed."""
-        from .replay.promotion import read_serving
+        from .storage.serving import read_serving
 
         serving, audit_id = await asyncio.to_thread(lambda: read_serving(self.reader.conn(), self.configs))
         self.serving_audit_id = audit_id

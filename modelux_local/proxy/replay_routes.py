@@ -16,6 +16,7 @@ from litestar import Response, get, post
 
 from ..errors import NotFound
 from ..replay import promotion, store
+from ..storage import serving as serving_db
 from .errors import JSON
 
 log = logging.getLogger("modelux.replay")
@@ -33,7 +34,7 @@ def routes(rt, gateway) -> list:
         async with lock:
             changed = await rt.apply_serving()
             audit_id = rt.serving_audit_id
-            await rt.writer.run(lambda conn: promotion.ack(conn, audit_id))
+            await rt.writer.run(lambda conn: serving_db.ack(conn, audit_id))
             return changed
 
     async def poll() -> None:
@@ -42,7 +43,7 @@ def routes(rt, gateway) -> list:
         while True:
             await asyncio.sleep(POLL_S)
             try:
-                last = await asyncio.to_thread(lambda: promotion.last_audit_id(rt.reader.conn()))
+                last = await asyncio.to_thread(lambda: serving_db.last_audit_id(rt.reader.conn()))
                 if last != seen:
                     await apply_and_ack()
                     seen = rt.serving_audit_id

@@ -21,6 +21,7 @@ import msgspec
 from ..config.loader import ConfigSet, content_version, parse_routing_text
 from ..config.schema import PromotionSection, RoutingConfig
 from ..errors import BadRequest, ConfigError, ModeluxError, NotFound
+from ..storage.serving import ack, last_audit_id, read_serving  # noqa: F401 - part of this room's API
 from . import store
 
 _enc = msgspec.json.Encoder().encode
@@ -224,28 +225,6 @@ def version_info(conn: apsw.Connection, number: int) -> dict | None:
 
 
 # -- the running server's side ------------------------------------------------------------------
-
-def read_serving(conn: apsw.Connection, cs: ConfigSet) -> tuple[dict[str, tuple[RoutingConfig, str]], int]:
-    """(config name -> (config, version) pinned by promotion/rollback, last audit id applied)."""
-    out: dict[str, tuple[RoutingConfig, str]] = {}
-    for name, content, version in conn.execute(
-            "SELECT s.name, v.content, v.content_version FROM serving s JOIN serving_versions v ON v.number = s.number"):
-        try:
-            out[name] = (parse_routing_text(name, content, cs.server), version)
-        except ConfigError:
-            continue  # cannot serve with today's providers: the file's content keeps serving
-    last = conn.execute("SELECT coalesce(max(id), 0) FROM config_audit").fetchone()[0]
-    return out, last
-
-
-def last_audit_id(conn: apsw.Connection) -> int:
-    return conn.execute("SELECT coalesce(max(id), 0) FROM config_audit").fetchone()[0]
-
-
-def ack(conn: apsw.Connection, audit_id: int) -> None:
-    conn.execute("INSERT INTO serving_acks (pid, audit_id, at) VALUES (?, ?, ?) ON CONFLICT(pid) DO UPDATE SET "
-                 "audit_id = excluded.audit_id, at = excluded.at", (os.getpid(), audit_id, time.time()))
-
 
 def wait_live(db_path: Path, audit_id: int, timeout_s: float = 3.0) -> tuple[list[int], list[int]]:
     """Waits for running servers on this database to apply `audit_id`: (pids that did, pids that did not)."""

@@ -15,6 +15,12 @@ from .screens.replay import ReplayScreen
 from .screens.runs import RunsScreen
 
 
+def _freeze_heap() -> None:
+    import gc
+
+    gc.freeze()
+
+
 class ModeluxApp(App):
     CSS_PATH = "modelux.tcss"
     TITLE = "modelux-local"
@@ -31,6 +37,9 @@ class ModeluxApp(App):
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen(self.data))
+        # once the screens exist, take their widgets out of the cyclic GC's full scans too: in
+        # `serve` a long gen-2 collection here would stall the proxy thread (same GIL)
+        self.set_timer(2.0, _freeze_heap)
 
     # -- navigation ------------------------------------------------------------------------
 
