@@ -1,0 +1,160 @@
+"""`export --otlp URL | --jsonl FILE [--since D]`: ship recorded calls to other tools."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from ..core.durations import DurationError, since_timestamp
+from ..settings import resolve_paths
+
+
+def register(sub, config_sub, common) -> None:
+    p = sub.add_parser("export", help="ship traces: OTLP/HTTP (OpenTelemetry GenAI conventions) or JSONL")
+    common(p)
+    dest = p.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--otlp", metavar="URL", help="OTLP/HTTP base URL; /v1/traces is appended "
+                                                     "(as OTEL_EXPORTER_OTLP_ENDPOINT does)")
+    dest.add_argument("--jsonl", metavar="FILE", help="one JSON object per call ('-' for stdout)")
+    p.add_argument("--since", metavar="D", help="only calls started in the last D (30m, 24h, 7d)")
+    p.add_argument("--include-replays", action="store_true", help="also export calls made by replays")
+    p.add_argument("--header", action="append", default=[], metavar="K=V",
+                   help="extra HTTP header for --otlp (repeatable; OTEL_EXPORTER_OTLP_HEADERS is read too)")
+    p.add_argument("--batch", type=int, default=500, help="spans per OTLP request (default 500)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..config.loader import load_dir
+    from ..errors import ConfigError
+    from ..storage import connect
+
+    try:
+        since = since_timestamp(args.since)
+    except DurationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    paths = resolve_paths(args.data_dir, args.config_dir)
+    if not paths.db_path.exists():
+        print(f"error: no database at {paths.db_path} (pass --data-dir or set MODELUX_HOME)", file=sys.stderr)
+        return 1
+    try:
+        kinds = {n: p.kind for n, p in load_dir(paths.config_dir).server.providers.items()}
+    except ConfigError:
+        kinds = {}  # provider names still export; only gen_ai.provider.name falls back to them
+    conn = connect(paths.db_path, readonly=True)
+    try:
+        if args.jsonl:
+            return _jsonl(conn, args, since)
+        headers = _headers(args.header)
+        if headers is None:
+            return 2
+        return _otlp(conn, args, since, kinds, headers)
+    finally:
+        conn.close()
+
+
+class _Meter:
+    """A progress line on stderr when it is a terminal; a summary line either way."""
+
+    def __init__(self, total: int, what: str):
+        self.total, self.what, self.done, self.t0, self.last = total, what, 0, time.monotonic(), 0.0
+        self.tty = sys.stderr.isatty()
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.tty and (now - self.last > 0.1 or self.done == self.total):
+            self.last = now
+            frac = self.done / self.total if self.total else 1
+            bar = "#" * int(frac * 30)
+            rate = self.done / max(now - self.t0, 1e-6)
+            sys.stderr.write(f"\r  [{bar:<30}] {self.done:,}/{self.total:,} {self.what}  {rate:,.0f}/s ")
+            sys.stderr.flush()
+
+    def finish(self, message: str) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+        print(message, file=sys.stderr)
+
+
+def _jsonl(conn, args, since) -> int:
+    from ..export import count_calls, iter_calls, jsonl_line
+
+    meter = _Meter(count_calls(conn, since, args.include_replays), "calls")
+    out = sys.stdout.buffer if args.jsonl == "-" else open(args.jsonl, "wb")
+    n = 0
+    try:
+        for step in iter_calls(conn, since, args.include_replays):
+            out.write(jsonl_line(step))
+            n += 1
+            if n % 200 == 0:
+                meter.add(200)
+        meter.add(n % 200)
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    meter.finish(f"exported {n:,} calls to {args.jsonl if args.jsonl != '-' else 'stdout'}")
+    return 0
+
+
+def _headers(pairs: list[str]) -> dict[str, str] | None:
+    env = os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", "")
+    items = [p for p in env.split(",") if p.strip()] + pairs
+    out = {"content-type": "application/json"}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            print(f"error: header {item!r} is not K=V", file=sys.stderr)
+            return None
+        out[k.strip().lower()] = v.strip()
+    return out
+
+
+def _otlp(conn, args, since, kinds: dict[str, str], headers: dict[str, str]) -> int:
+    import httpx
+    import msgspec
+
+    from ..export import count_calls, iter_calls, otlp_payload, runs_by_id, spans_for
+
+    url = args.otlp.rstrip("/") + "/v1/traces"
+    meter = _Meter(count_calls(conn, since, args.include_replays), "calls")
+    seen_runs: set[str] = set()
+    sent_calls = sent_spans = 0
+    batch: list[dict] = []
+
+    def flush(client: httpx.Client) -> bool:
+        nonlocal sent_calls, sent_spans, batch
+        new_runs = sorted({s["run_id"] for s in batch if s["run_id"]} - seen_runs)
+        seen_runs.update(new_runs)
+        spans = spans_for(batch, runs_by_id(conn, new_runs), kinds)
+        body = msgspec.json.encode(otlp_payload(spans))
+        for attempt in range(4):
+            try:
+                r = client.post(url, content=body, headers=headers)
+                if r.status_code < 300:
+                    break
+                retry = r.status_code in (429, 502, 503, 504)
+                problem = f"HTTP {r.status_code}: {r.text[:200]}"
+            except httpx.HTTPError as e:
+                retry, problem = True, f"{type(e).__name__}: {e}"
+            if not retry or attempt == 3:
+                meter.finish(f"error: {url} refused the export ({problem}); "
+                             f"{sent_calls:,} calls / {sent_spans:,} spans were sent before it")
+                return False
+            time.sleep(0.5 * 2 ** attempt)
+        sent_calls += len(batch)
+        sent_spans += len(spans)
+        meter.add(len(batch))
+        batch = []
+        return True
+
+    with httpx.Client(timeout=30) as client:
+        for step in iter_calls(conn, since, args.include_replays):
+            batch.append(step)
+            if len(batch) >= max(1, args.batch) and not flush(client):
+                return 1
+        if batch and not flush(client):
+            return 1
+    meter.finish(f"exported {sent_calls:,} calls as {sent_spans:,} spans ({len(seen_runs):,} runs) to {url}")
+    return 0

@@ -1,0 +1,109 @@
+"""export: OTLP/HTTP traces with GenAI attributes to a real receiver; JSONL lines per call."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from .conftest import client_for
+
+
+class Collector:
+    """A minimal OTLP/HTTP receiver: records each POST; fails the first `fail_first` ones with 503."""
+
+    def __init__(self, fail_first: int = 0):
+        self.posts: list[tuple[str, dict, dict]] = []
+        self.fail_first = fail_first
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"]))
+                if outer.fail_first:
+                    outer.fail_first -= 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                outer.posts.append((self.path, dict(self.headers), json.loads(body)))
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def spans(self) -> list[dict]:
+        return [s for _, _, p in self.posts for rs in p["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+
+
+def attrs(span: dict) -> dict:
+    return {a["key"]: next(iter(a["value"].values())) for a in span["attributes"]}
+
+
+@pytest.fixture(scope="module")
+def recorded(default_server):
+    c = client_for(default_server)
+    for i in range(3):
+        c.chat.completions.create(model="@planner" if i == 0 else "@executor", messages=[{"role": "user", "content": f"q{i}"}],
+                                  extra_body={"mlx:tags": {"run_id": "exp-run", "agent": "exporter"}})
+    c.chat.completions.create(model="@executor", messages=[{"role": "user", "content": "no run"}])
+    default_server.get("/mlx/v1/runs/exp-run")  # barrier: everything is written
+    return default_server
+
+
+def test_otlp_export_sends_genai_spans_with_a_run_root(recorded):
+    col = Collector(fail_first=1)  # a receiver that fails once: the exporter retries
+    out = recorded.cli("export", "--otlp", col.url + "/", "--batch", "2", "--header", "x-team=ml")
+    assert "exported 4 calls" in out.stderr
+    assert all(path == "/v1/traces" for path, _, _ in col.posts) and len(col.posts) == 2
+    assert col.posts[0][1]["x-team"] == "ml"
+    spans = col.spans()
+    calls = [s for s in spans if attrs(s)["gen_ai.operation.name"] == "chat"]
+    roots = [s for s in spans if attrs(s)["gen_ai.operation.name"] == "invoke_agent"]
+    assert len(calls) == 4 and len(roots) == 1
+    root = roots[0]
+    in_run = [s for s in calls if attrs(s).get("modelux.run_id") == "exp-run"]
+    assert len(in_run) == 3 and all(s["traceId"] == root["traceId"] and s["parentSpanId"] == root["spanId"] for s in in_run)
+    a = attrs(in_run[0])
+    assert a["gen_ai.provider.name"] == "mock" and a["gen_ai.request.model"] == "@planner"
+    assert a["gen_ai.response.model"] == "mock-large" and int(a["gen_ai.usage.input_tokens"]) > 0
+    assert a["gen_ai.response.finish_reasons"] == {"values": [{"stringValue": "stop"}]}
+    assert a["modelux.cost_usd"] > 0 and a["modelux.tag.agent"] == "exporter"
+    assert in_run[0]["events"][0]["name"] == "modelux.attempt"
+    assert attrs(root)["modelux.calls"] == "3" and root["name"] == "invoke_agent exporter"
+    assert len({s["spanId"] for s in calls}) == 4 and all(len(s["traceId"]) == 32 for s in spans)
+
+
+def test_otlp_export_reports_a_receiver_that_refuses(recorded):
+    col = Collector()
+    col.server.RequestHandlerClass.do_POST = lambda self: (self.send_response(400), self.end_headers())
+    out = recorded.cli("export", "--otlp", col.url, check=False)
+    assert out.returncode == 1 and "HTTP 400" in out.stderr and "0 calls" in out.stderr
+
+
+def test_jsonl_export_one_line_per_call(recorded, tmp_path):
+    f = tmp_path / "calls.jsonl"
+    recorded.cli("export", "--jsonl", str(f), "--since", "1h")
+    lines = [json.loads(line) for line in f.read_text().splitlines()]
+    run = [x for x in lines if x["run_id"] == "exp-run"]
+    assert len(run) == 3 and run[0]["alias"] == "@planner" and run[0]["request"]["messages"][0]["content"] == "q0"
+    assert run[0]["response"]["choices"][0]["message"]["content"] and "mlx:tags" in run[0]["request"]
+    stdout = recorded.cli("export", "--jsonl", "-").stdout
+    assert len(stdout.splitlines()) == len(lines)
+
+
+def test_export_bad_input(recorded, tmp_path):
+    assert recorded.cli("export", "--jsonl", "-", "--since", "5x", check=False).returncode == 2
+    from .server import ROOT
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "modelux_local", "export", "--jsonl", "-", "--data-dir",
+                          str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 1 and "no database at" in out.stderr
