@@ -148,3 +148,14 @@ def test_unknown_call_and_run_are_404(default_server):
 def test_healthz(default_server):
     h = default_server.get("/healthz").json()
     assert h["status"] == "ok" and h["version"]
+
+
+def test_body_over_the_limit_is_413_openai_shaped(make_server):
+    srv = make_server({"modelux.toml": '[providers.mock]\nkind = "mock"\n\n[limits]\nmax_body_mb = 0.01\n',
+                       "main.toml": '[aliases.x]\ntargets = [{ provider = "mock", model = "mock-small" }]\n'})
+    big = {"model": "@x", "messages": [{"role": "user", "content": "x" * 20_000}]}
+    r = httpx.post(srv.base_url + "/chat/completions", json=big)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert "max_body_mb" in r.json()["error"]["message"]
+    ok = httpx.post(srv.base_url + "/chat/completions", json={**big, "messages": [{"role": "user", "content": "hi"}]})
+    assert ok.status_code == 200
