@@ -12,7 +12,7 @@ from typing import Any
 
 from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError, category_for_status
-from ._sse import bad_request, encode_json, openai_error_body
+from ._openai_shapes import bad_request, encode_json, openai_error_body
 
 DEFAULT_VERSION = "2023-06-01"
 

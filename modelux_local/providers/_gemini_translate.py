@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError, category_for_status
-from ._sse import bad_request, encode_json, openai_error_body
+from ._openai_shapes import bad_request, encode_json, openai_error_body
 
 REFUSED = {
     "logprobs": "log probabilities are not translated to Gemini",

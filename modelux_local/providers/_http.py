@@ -3,17 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
 
 import aiohttp
-import msgspec
 
 from ..config.schema import ProviderConfig
 from ..errors import UpstreamError, category_for_status
-
-
-def openai_error_body(message: str, type_: str = "upstream_error", code: str | None = None) -> bytes:
-    return msgspec.json.encode({"error": {"message": message, "type": type_, "code": code, "param": None}})
+from ._openai_shapes import decode_json, openai_error_body
 
 
 class HTTPProviderBase:
@@ -65,20 +60,13 @@ class HTTPProviderBase:
                              openai_error_body(msg, "upstream_error"))
 
 
-def _decode(body: bytes) -> Any:
-    try:
-        return msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return None
-
-
 def _is_openai_error(body: bytes) -> bool:
-    d = _decode(body)
+    d = decode_json(body)
     return isinstance(d, dict) and isinstance(d.get("error"), dict) and "message" in d["error"]
 
 
 def _error_message(body: bytes) -> str | None:
-    d = _decode(body)
+    d = decode_json(body)
     if isinstance(d, dict):
         e = d.get("error")
         if isinstance(e, dict):

@@ -5,8 +5,7 @@
   its buffer high-water mark (128 KiB) and a tool call's arguments can exceed that.
 - `client_timeout`: one total deadline for plain calls; for streams a connect deadline plus a
   per-read gap deadline (which also bounds the time to the first byte), never a total one.
-- `transport_error` / `openai_error_body`: the only ways these providers build UpstreamError
-  for network failures and OpenAI-shaped error bodies.
+- `transport_error`: the only way these providers build UpstreamError for network failures.
 """
 from __future__ import annotations
 
@@ -15,11 +14,8 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import aiohttp
-import msgspec
 
 from ..errors import UpstreamError
-
-_json_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(slots=True)
@@ -73,36 +69,12 @@ def new_session(max_connections: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max_connections))
 
 
-def openai_error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
-    return _json_encode({"error": {"message": message, "type": type_, "code": code, "param": param}})
-
-
-def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> UpstreamError:
-    """A request the provider cannot express: a 400 that passes through to the client."""
-    return UpstreamError(
-        message,
-        status=400,
-        category=None,
-        body=openai_error_body(message, "invalid_request_error", code or "unsupported_parameter", param),
-    )
-
-
 def transport_error(exc: BaseException, provider: str) -> UpstreamError:
     """Network-level failures: timeouts and connection problems, both retryable by routing."""
     if isinstance(exc, asyncio.TimeoutError):  # aiohttp's ServerTimeoutError is one too
         return UpstreamError(f"{provider}: upstream timed out", status=None, category="timeout")
     detail = type(exc).__name__
     return UpstreamError(f"{provider}: connection failed ({detail}: {exc})", status=None, category="connect")
-
-
-def decode_json(data: bytes | str) -> Any:
-    try:
-        return msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        return None
-
-
-encode_json = _json_encode
 
 
 async def prefetch(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -17,8 +17,8 @@ import aiohttp
 from ..config.schema import ProviderConfig
 from ..errors import UpstreamError
 from . import _gemini_translate as tr
-from ._sse import (client_timeout, decode_json, encode_json, iter_sse, new_session, prefetch, stream_closer,
-                   transport_error)
+from ._openai_shapes import decode_json, encode_json
+from ._sse import client_timeout, iter_sse, new_session, prefetch, stream_closer, transport_error
 from .base import ChatRequest, ChatResult, ChatStream
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"

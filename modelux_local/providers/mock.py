@@ -20,7 +20,7 @@ import msgspec
 from ..config.schema import MockModel, ProviderConfig
 from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError, category_for_status
-from ._http import openai_error_body
+from ._openai_shapes import openai_error_body
 from .base import ChatRequest, ChatResult, ChatStream
 
 _WORDS = ("the plan covers data sources, checks each step, and reports what was found; results look "
