@@ -11,6 +11,7 @@ import sys
 from ..core.stats import iso
 from ..errors import ConfigError
 from ..settings import resolve_paths
+from ._common import fail, no_database, positive_int
 
 
 def register(sub, config_sub, common) -> None:
@@ -32,17 +33,21 @@ def register(sub, config_sub, common) -> None:
 
     w = sub.add_parser("webhooks", help="webhook events and their delivery attempts")
     common(w)
-    w.add_argument("--limit", type=int, default=50, help="most recent N events (default 50)")
+    w.add_argument("--limit", type=positive_int, default=50, help="most recent N events (default 50)")
     w.add_argument("--json", action="store_true", help="one JSON document: {\"events\": [...]}")
     w.set_defaults(func=webhooks)
 
 
 def _open(args):
-    """The database, the webhooks of the config, and a Reader for run summaries."""
+    """The database, the webhooks of the config, and a Reader for run summaries; None when there is
+    no database (there is no run to act on, and a mistyped --data-dir must not leave one behind)."""
     from ..config.loader import load_dir
     from ..storage import Reader, open_db
 
     paths = resolve_paths(args.data_dir, args.config_dir)
+    if not paths.db_path.exists():
+        no_database(paths)
+        return None
     try:
         server = load_dir(paths.config_dir).server
         hooks, idle = server.webhooks, server.runs.idle_timeout_s
@@ -50,19 +55,21 @@ def _open(args):
         print(f"warning: config not loaded ({e.message}); no webhooks will be notified", file=sys.stderr)
         hooks, idle = [], 300.0
     conn = open_db(paths.db_path)
-    return conn, hooks, Reader(paths.db_path, idle)
+    return conn, hooks, Reader(paths.db_path, idle), paths
 
 
 def outcome(args) -> int:
     from ..analytics.events import record_outcome
 
-    conn, hooks, reader = _open(args)
+    opened = _open(args)
+    if opened is None:
+        return 1
+    conn, hooks, reader, paths = opened
     out = {"success": args.success, "score": args.score, "note": args.note}
     with conn:
         found = record_outcome(conn, reader, hooks, args.run_id, out)
     if not found:
-        print(f"error: no run {args.run_id!r}", file=sys.stderr)
-        return 1
+        return fail(f"no run {args.run_id!r} in {paths.db_path} (list runs with `modelux-local runs`)")
     print(f"run {args.run_id}: outcome {'success' if args.success else 'failure'}"
           + (f", score {args.score:g}" if args.score is not None else ""))
     return 0
@@ -72,15 +79,19 @@ def abort(args) -> int:
     from ..analytics.budgets import ABORTED
     from ..analytics.events import mark_aborted
 
-    conn, hooks, reader = _open(args)
+    opened = _open(args)
+    if opened is None:
+        return 1
+    conn, hooks, reader, paths = opened
     with conn:
         if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (args.run_id,)).fetchone() is None:
-            print(f"error: no run {args.run_id!r}", file=sys.stderr)
-            return 1
+            return fail(f"no run {args.run_id!r} in {paths.db_path} (list runs with `modelux-local runs`)")
         changed = mark_aborted(conn, reader, hooks, args.run_id, args.reason or "aborted from the CLI", ABORTED,
                                "cli", log_abort=True)
+        reason = conn.execute("SELECT abort_reason FROM runs WHERE run_id = ?", (args.run_id,)).fetchone()[0]
+    # aborting twice is not an error (the run is aborted, as asked); the first reason stands
     print(f"run {args.run_id}: " + ("aborted; a running server refuses its next calls" if changed
-                                    else "was already aborted"))
+                                    else f"was already aborted ({reason}); nothing changed"))
     return 0
 
 
@@ -106,7 +117,10 @@ def _events(conn, limit: int) -> list[dict]:
 
 
 def webhooks(args) -> int:
-    conn, _hooks, _reader = _open(args)
+    opened = _open(args)
+    if opened is None:
+        return 1
+    conn = opened[0]
     events = _events(conn, args.limit)
     if args.json:
         print(json.dumps({"events": events}, indent=2))

@@ -12,6 +12,7 @@ from ..config.loader import load_dir
 from ..core.durations import DurationError, argparse_duration, parse_duration
 from ..errors import ConfigError, ModeluxError
 from ..settings import resolve_paths
+from ._common import FAILED, USAGE, fail, no_database, non_negative_float, positive_int
 
 
 def register(sub, config_sub, common) -> None:
@@ -24,7 +25,7 @@ def register(sub, config_sub, common) -> None:
     s.add_argument("--run-id", action="append", default=[], metavar="ID", help="only these runs (repeatable)")
     s.add_argument("--since", help="start of the window: a duration ago (48h) or an ISO time (overrides --replay)")
     s.add_argument("--until", help="end of the window: a duration ago or an ISO time (default now)")
-    s.add_argument("--sample", type=int, metavar="N", help="a random sample of N of the selected runs")
+    s.add_argument("--sample", type=positive_int, metavar="N", help="a random sample of N of the selected runs")
     s.add_argument("--mode", choices=("live", "reprice"), default="live",
                    help="live: send every request again (default); reprice: price the recorded usage, no calls")
     s.add_argument("--map", action="append", default=[], metavar="OLD=NEW",
@@ -33,8 +34,8 @@ def register(sub, config_sub, common) -> None:
                    help="how candidate outputs are judged (default similarity)")
     s.add_argument("--threshold", type=float, help="similarity: the cosine that accepts (default [promotion])")
     s.add_argument("--rubric", help="judge: the rubric the judge applies (default [promotion] judge_rubric)")
-    s.add_argument("--max-cost", type=float, metavar="USD", help="stop the replay once it has spent this much")
-    s.add_argument("--concurrency", type=int, default=8, help="runs replayed at once (default 8)")
+    s.add_argument("--max-cost", type=non_negative_float, metavar="USD", help="stop the replay once it has spent this much")
+    s.add_argument("--concurrency", type=positive_int, default=8, help="runs replayed at once (default 8)")
     s.add_argument("--json", action="store_true", help="the report as one JSON document")
     s.set_defaults(func=simulate)
 
@@ -73,9 +74,7 @@ def register(sub, config_sub, common) -> None:
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def _err(msg: str, code: int = 1) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return code
+_err = fail
 
 
 def _time_arg(text: str | None) -> float | None:
@@ -102,10 +101,14 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def _open(args):
+def _open(args, create: bool = False):
+    """(paths, connection), or (paths, None) after saying there is no database; only `create` makes one."""
     from ..storage import connect, migrate
 
     paths = resolve_paths(args.data_dir, args.config_dir)
+    if not create and not paths.db_path.exists():
+        no_database(paths)
+        return paths, None
     conn = connect(paths.db_path)
     migrate(conn)
     return paths, conn
@@ -126,16 +129,27 @@ def simulate(args) -> int:
 
     paths = resolve_paths(args.data_dir, args.config_dir)
     try:
-        cs = load_dir(paths.config_dir)
         since = _time_arg(args.since) if args.since else time.time() - parse_duration(args.replay)
         until = _time_arg(args.until)
         sel = Selection(since=since, until=until, tags=_pairs(args.tag, "--tag"), run_ids=tuple(args.run_id),
                         sample=args.sample)
         maps = _pairs(args.map, "--map")
-    except (ConfigError, ValueError) as e:
-        return _err(e.message if isinstance(e, ConfigError) else str(e), 2)
+    except ValueError as e:
+        return _err(str(e), USAGE)
+    try:
+        cs = load_dir(paths.config_dir)
+    except ConfigError as e:
+        return _err(e.message)
+    candidate = args.config.lstrip("@")
+    if candidate not in cs.routing:
+        return _err(f"no config @{candidate} in {cs.source}; configs: {', '.join('@' + n for n in cs.routing)}")
+    if not paths.db_path.exists():
+        return no_database(paths)
     label = f"the {args.since}..{args.until or 'now'} window" if args.since else f"last {args.replay}"
-    opts = Options(candidate=args.config.lstrip("@"), selection=sel, mode=args.mode, maps=maps,
+    if not _any_run(paths, sel):  # checked before anything prints or a replay is stored
+        return _err(f"no recorded runs to replay in {label}{_filters(args)} in {paths.db_path} "
+                    "(see `modelux-local runs`; --since widens the window)")
+    opts = Options(candidate=candidate, selection=sel, mode=args.mode, maps=maps,
                    evaluator=args.eval, threshold=args.threshold, rubric=args.rubric, max_cost_usd=args.max_cost,
                    concurrency=max(1, args.concurrency), window_label=label)
     if not args.json:
@@ -167,7 +181,7 @@ def simulate(args) -> int:
     try:
         report = asyncio.run(main())
     except ModeluxError as e:
-        return _err(e.message, 2)
+        return _err(e.message, USAGE if e.status == 400 else FAILED)
     if args.json:
         _dump(report)
     else:
@@ -176,6 +190,22 @@ def simulate(args) -> int:
         if sys.stdin.isatty() and sys.stdout.isatty() and not report["partial"]:
             _interactive(args, paths, cs, report)
     return 130 if report.get("stopped_reason") == "interrupted" else 0
+
+
+def _any_run(paths, sel) -> bool:
+    from ..replay.selection import Selection, select_runs
+    from ..storage import connect
+
+    conn = connect(paths.db_path, readonly=True)
+    try:
+        return bool(select_runs(conn, Selection(sel.since, sel.until, sel.tags, sel.run_ids)))
+    finally:
+        conn.close()
+
+
+def _filters(args) -> str:
+    parts = [f"tag {t}" for t in args.tag] + [f"run {r}" for r in args.run_id]
+    return f" matching {', '.join(parts)}" if parts else ""
 
 
 def _interactive(args, paths, cs, report) -> None:
@@ -240,6 +270,8 @@ def replays_list(args) -> int:
     from ..replay.report import render_list
 
     _, conn = _open(args)
+    if conn is None:
+        return FAILED
     rows = store.list_replays(conn)
     for r in rows:
         r["report"] = (store.get_replay(conn, r["replay_id"]) or {}).get("report")
@@ -255,6 +287,8 @@ def replays_show(args) -> int:
     from ..replay.report import render
 
     _, conn = _open(args)
+    if conn is None:
+        return FAILED
     rp = store.get_replay(conn, args.replay_id)
     if rp is None:
         return _err(f"no replay {args.replay_id!r}; see `modelux replays list`")
@@ -294,6 +328,8 @@ def config_history(args) -> int:
     from ..replay import promotion
 
     _, conn = _open(args)
+    if conn is None:
+        return FAILED
     hist = promotion.history(conn)
     if args.json:
         _dump({"history": hist})
@@ -323,7 +359,13 @@ def config_history(args) -> int:
 def config_promote(args) -> int:
     from ..replay import promotion
 
-    paths, conn = _open(args)
+    paths = resolve_paths(args.data_dir, args.config_dir)
+    if not paths.db_path.exists():
+        if not args.force:  # no database, so no replay can judge the candidate
+            return _err(f"no database at {paths.db_path}, so no replay of @{args.name.lstrip('@')} to judge it "
+                        "(check --data-dir or MODELUX_HOME; `modelux-local simulate` first, or --force)")
+        print(f"note: no database at {paths.db_path} yet; creating it for this promotion", file=sys.stderr)
+    paths, conn = _open(args, create=True)
     try:
         cs = load_dir(paths.config_dir)
         res = promotion.promote(conn, cs, args.name, replay_id=args.replay, reason=args.reason, force=args.force)
@@ -383,13 +425,15 @@ def _print_promoted(paths, conn, res: dict, waited: bool = False) -> None:
 def config_rollback(args) -> int:
     from ..replay import promotion
 
-    paths, conn = _open(args)
     to = None
     if args.to:
         try:
             to = int(args.to.lstrip("vV#"))
         except ValueError:
-            return _err(f"--to {args.to!r}: a version number from `modelux config history`")
+            return _err(f"--to {args.to!r}: a version number from `modelux config history`", USAGE)
+    paths, conn = _open(args)
+    if conn is None:
+        return FAILED
     try:
         cs = load_dir(paths.config_dir)
         res = promotion.rollback(conn, cs, to=to, reason=args.reason)

@@ -2,8 +2,8 @@
 
 They read the database directly (a server may or may not be running) with the same
 functions the management API uses, so `--json` is shaped exactly like the API's answer.
-Exit codes: 0 ok, 1 not found / nothing to search, 2 bad input (bad duration, filter or
-search syntax).
+Exit codes (see _common): 0 ok, 1 no database / no such run / no embeddings, 2 bad input
+(bad duration, filter, limit or search syntax).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ..core.durations import argparse_duration
 from ..errors import BadRequest, ModeluxError
 from ..settings import resolve_paths
 from . import runs_render as render
+from ._common import USAGE, fail, no_database, positive_int
 
 
 def register(sub, config_sub, common) -> None:
@@ -25,7 +26,7 @@ def register(sub, config_sub, common) -> None:
     p.add_argument("--tag", action="append", default=[], metavar="K=V", help="only runs with this tag (repeatable)")
     p.add_argument("--status", choices=["running", "completed", "aborted"])
     p.add_argument("--sort", choices=["started", "cost", "calls"], default="started", help="newest first, or highest")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=positive_int, default=50, help="at most N runs (default 50)")
     p.add_argument("--replays", action="store_true", help="include runs made by replays")
     p.add_argument("--json", action="store_true", help='one JSON document: {"runs": [RunSummary]}')
     p.set_defaults(func=runs)
@@ -54,7 +55,7 @@ def register(sub, config_sub, common) -> None:
     s.add_argument("--run-id", help="only calls of this run")
     s.add_argument("--tag", action="append", default=[], metavar="K=V", help="only calls with this tag (repeatable)")
     s.add_argument("--since", type=argparse_duration, help="only calls made within this duration")
-    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--limit", type=positive_int, default=20, help="at most N calls (default 20)")
     s.add_argument("--json", action="store_true", help='one JSON document: {"query", "semantic", "results": [...]}')
     s.set_defaults(func=search_cmd)
 
@@ -62,33 +63,26 @@ def register(sub, config_sub, common) -> None:
 # -- plumbing ---------------------------------------------------------------------------------
 
 def _reader(args):
+    """The paths and a Reader, or None for the Reader when there is no database (never created here)."""
     from ..config.loader import load_dir
     from ..errors import ConfigError
     from ..storage import Reader
 
     paths = resolve_paths(args.data_dir, args.config_dir)
+    if not paths.db_path.exists():
+        return paths, None
     try:
         idle = load_dir(paths.config_dir).server.runs.idle_timeout_s
-    except ConfigError:
-        idle = 300.0  # a broken config must not hide the runs; the server would refuse to start on it anyway
-    return paths, Reader(paths.db_path, idle) if paths.db_path.exists() else None
+    except ConfigError as e:
+        # a broken config must not hide the runs (the server would refuse to start on it anyway)
+        print(f"warning: config not loaded ({e.message}); runs idle for 300 s count as completed",
+              file=sys.stderr)
+        idle = 300.0
+    return paths, Reader(paths.db_path, idle)
 
 
 def _print_json(obj) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode() + "\n")
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
-
-
-def _no_db(paths, args, empty: dict) -> int:
-    if args.json:
-        _print_json(empty)
-    else:
-        print(f"no database yet at {paths.db_path} (calls are stored once `modelux-local serve` proxies them)")
-    return 0
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -98,12 +92,12 @@ def runs(args) -> int:
 
     paths, reader = _reader(args)
     if reader is None:
-        return _no_db(paths, args, {"runs": []})
+        return no_database(paths)
     try:
         flt = make_filter(since=args.since, tags=args.tag, status=args.status, include_replays=args.replays)
         found = list_runs(reader, flt, args.sort, args.limit)
     except BadRequest as e:
-        return _fail(e.message, 2)
+        return fail(e.message, USAGE)
     if args.json:
         _print_json({"runs": found})
     else:
@@ -113,9 +107,11 @@ def runs(args) -> int:
 
 def trace(args) -> int:
     paths, reader = _reader(args)
-    run = reader.get_run(args.run_id) if reader is not None else None
+    if reader is None:
+        return no_database(paths)
+    run = reader.get_run(args.run_id)
     if run is None:
-        return _fail(f"no run {args.run_id!r} in {paths.db_path} (list runs with `modelux-local runs`)", 1)
+        return fail(f"no run {args.run_id!r} in {paths.db_path} (list runs with `modelux-local runs`)")
     if args.json:
         _print_json(run)
     else:
@@ -128,12 +124,12 @@ def analytics_cmd(args) -> int:
 
     paths, reader = _reader(args)
     if reader is None:
-        return _no_db(paths, args, {"group_by": args.group_by, "groups": [], "percentiles": "exact"})
+        return no_database(paths)
     try:
         flt = make_filter(since=args.since, tags=args.tag, include_replays=args.replays)
         doc = analytics(reader, args.group_by, flt)
     except BadRequest as e:
-        return _fail(e.message, 2)
+        return fail(e.message, USAGE)
     if args.json:
         _print_json(doc)
     else:
@@ -146,9 +142,9 @@ def search_cmd(args) -> int:
 
     paths, reader = _reader(args)
     if reader is None:
-        return _fail(f"no database yet at {paths.db_path}: nothing to search", 1)
+        return no_database(paths)
     if not 1 <= args.limit <= 1000:
-        return _fail("--limit must be between 1 and 1000", 2)
+        return fail("--limit must be between 1 and 1000", USAGE)
     try:
         flt = search_filter(args.run_id, args.tag, args.since, "=")
         conn = reader.conn()
@@ -164,9 +160,9 @@ def search_cmd(args) -> int:
         else:
             doc = {"query": args.query, "semantic": False, "results": full_text(conn, args.query, flt, args.limit)}
     except BadRequest as e:
-        return _fail(e.message, 2 if e.code != "no_embeddings" else 1)
+        return fail(e.message, USAGE if e.code != "no_embeddings" else 1)
     except ModeluxError as e:
-        return _fail(e.message, 1)
+        return fail(e.message)
     if args.json:
         _print_json(doc)
     else:
