@@ -1,21 +1,16 @@
-"""Plumbing shared by the translating providers (Anthropic, Gemini).
+"""Stream plumbing shared by the HTTP providers.
 
 - `iter_sse`: a Server-Sent Events parser over an aiohttp response body. It splits on raw
   chunks itself instead of `StreamReader.readline`, because aiohttp refuses lines longer than
   its buffer high-water mark (128 KiB) and a tool call's arguments can exceed that.
-- `client_timeout`: one total deadline for plain calls; for streams a connect deadline plus a
-  per-read gap deadline (which also bounds the time to the first byte), never a total one.
-- `transport_error`: the only way these providers build UpstreamError for network failures.
+- `prefetch` / `stream_closer`: how a translated stream is opened and dropped.
 """
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import aiohttp
-
-from ..errors import UpstreamError
 
 
 @dataclass(slots=True)
@@ -54,27 +49,6 @@ async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[SSEEvent]:
             data.append(value.lstrip(" "))
     if data:  # a last event without its blank line: lenient, like browsers
         yield SSEEvent(event, "\n".join(data))
-
-
-def client_timeout(timeout_s: float, *, stream: bool) -> aiohttp.ClientTimeout:
-    if stream:
-        # sock_read bounds every wait for bytes, the response headers included: so it is the
-        # time-to-first-byte deadline and then the longest silence allowed between chunks.
-        return aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
-    return aiohttp.ClientTimeout(total=timeout_s)
-
-
-def new_session(max_connections: int) -> aiohttp.ClientSession:
-    """Called lazily inside the running loop: a session is bound to the loop that made it."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max_connections))
-
-
-def transport_error(exc: BaseException, provider: str) -> UpstreamError:
-    """Network-level failures: timeouts and connection problems, both retryable by routing."""
-    if isinstance(exc, asyncio.TimeoutError):  # aiohttp's ServerTimeoutError is one too
-        return UpstreamError(f"{provider}: upstream timed out", status=None, category="timeout")
-    detail = type(exc).__name__
-    return UpstreamError(f"{provider}: connection failed ({detail}: {exc})", status=None, category="connect")
 
 
 async def prefetch(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -1,12 +1,10 @@
 """`kind = "anthropic"`: OpenAI Chat Completions in, Anthropic Messages API upstream, OpenAI out.
 
-Translation lives in _anthropic_translate (pure); this module is only the HTTP side: one
-aiohttp session per provider, headers, timeouts, error mapping, and the stream loop.
+Translation lives in _anthropic_translate (pure); this module is only the HTTP side on top of
+HTTPProviderBase (session, key, timeouts): headers, error mapping, and the stream loop.
 """
 from __future__ import annotations
 
-import asyncio
-import os
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -14,36 +12,26 @@ import aiohttp
 from ..config.schema import ProviderConfig
 from ..errors import UpstreamError
 from . import _anthropic_translate as tr
-from ._openai_shapes import decode_json, encode_json
-from ._sse import client_timeout, iter_sse, new_session, prefetch, stream_closer, transport_error
+from ._http import NETWORK_ERRORS, HTTPProviderBase
+from ._openai_shapes import decode_json, encode_json, openai_error_body
+from ._sse import iter_sse, prefetch, stream_closer
 from .base import ChatRequest, ChatResult, ChatStream
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_KEY_ENV = "ANTHROPIC_API_KEY"
 
 
-class AnthropicProvider:
-    kind = "anthropic"
+class AnthropicProvider(HTTPProviderBase):
+    default_base_url = DEFAULT_BASE_URL
+    default_key_envs = (DEFAULT_KEY_ENV,)
 
     def __init__(self, name: str, cfg: ProviderConfig):
-        self.name, self.cfg = name, cfg
-        self.url = (cfg.base_url or DEFAULT_BASE_URL).rstrip("/") + "/v1/messages"
-        self._session: aiohttp.ClientSession | None = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_session(self.cfg.max_connections)
-        return self._session
+        super().__init__(name, cfg)
+        self.url = self.base_url + "/v1/messages"
 
     def _headers(self) -> dict[str, str]:
-        env = self.cfg.api_key_env or DEFAULT_KEY_ENV
-        key = os.environ.get(env)
-        if not key:
-            # category "config" (as the openai kind does): not retried, but routing may fall back
-            raise UpstreamError(f"provider {self.name!r}: environment variable {env} is not set",
-                                status=None, category="config")
         headers = {
-            "x-api-key": key,
+            "x-api-key": self.api_key(),
             "anthropic-version": self.cfg.api_version or tr.DEFAULT_VERSION,
             "content-type": "application/json",
             "accept": "application/json",
@@ -51,25 +39,13 @@ class AnthropicProvider:
         headers.update(self.cfg.headers)
         return headers
 
-    async def _raise_for(self, resp: aiohttp.ClientResponse) -> None:
-        data = await resp.read()
-        raise tr.error_from_anthropic(resp.status, decode_json(data), self.name)
+    def status_error(self, status: int, body: bytes) -> UpstreamError:
+        return tr.error_from_anthropic(status, decode_json(body), self.name)
 
     async def chat(self, req: ChatRequest) -> ChatResult:
         payload = tr.request_to_anthropic(req.body, req.model, self.cfg.max_tokens)
         payload.pop("stream", None)
-        headers = self._headers()
-        try:
-            async with self._http().post(self.url, data=encode_json(payload), headers=headers,
-                                         timeout=client_timeout(req.timeout_s, stream=False)) as resp:
-                if resp.status != 200:
-                    await self._raise_for(resp)
-                data = await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise transport_error(exc, self.name) from exc
-        resp_json = decode_json(data)
-        if not isinstance(resp_json, dict):
-            raise UpstreamError(f"{self.name}: upstream answered with invalid JSON", status=502, category="5xx")
+        resp_json = await self.complete_json(self.url, encode_json(payload), self._headers(), req.timeout_s)
         out, usage = tr.response_to_openai(resp_json, req.model)
         return ChatResult(status=200, body=encode_json(out), usage=usage, raw_usage=resp_json.get("usage"))
 
@@ -78,16 +54,7 @@ class AnthropicProvider:
         payload["stream"] = True
         headers = self._headers()
         headers["accept"] = "text/event-stream"
-        try:
-            resp = await self._http().post(self.url, data=encode_json(payload), headers=headers,
-                                           timeout=client_timeout(req.timeout_s, stream=True))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise transport_error(exc, self.name) from exc
-        if resp.status != 200:
-            try:
-                await self._raise_for(resp)
-            finally:
-                resp.release()
+        resp = await self.open_stream(self.url, encode_json(payload), headers, req.timeout_s)
         translator = tr.StreamTranslator(req.model, self.name)
         chunks = self._chunks(resp, translator)
         # Read up to the first chunk before answering: an error event or a dead stream at the
@@ -105,17 +72,12 @@ class AnthropicProvider:
                     yield chunk
             for chunk in translator.finish_chunks():
                 yield chunk
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise transport_error(exc, self.name) from exc
+        except NETWORK_ERRORS as exc:
+            raise self.transport_error(exc) from exc
         finally:
             resp.close()
 
     async def embeddings(self, body: dict[str, Any], model: str, timeout_s: float) -> ChatResult:
         msg = "anthropic has no embeddings API: route embeddings to an openai or gemini provider"
         raise UpstreamError(f"{self.name}: {msg}", status=400, category=None,
-                            body=tr.openai_error_body(msg, "invalid_request_error", "unsupported_model", "model"))
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+                            body=openai_error_body(msg, "invalid_request_error", "unsupported_model", "model"))
