@@ -12,7 +12,7 @@ from typing import Any
 
 from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError, category_for_status
-from ._openai_shapes import bad_request, encode_json, openai_error_body
+from ._openai_shapes import bad_request, decode_json, encode_json, openai_error_body
 
 DEFAULT_VERSION = "2023-06-01"
 
@@ -357,6 +357,11 @@ class StreamTranslator:
             "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
         })
+
+    def feed_sse(self, event: str, data: str) -> list[bytes]:
+        """One SSE event as it came off the wire; anything but a JSON object is skipped."""
+        parsed = decode_json(data)
+        return self.feed(event, parsed) if isinstance(parsed, dict) else []
 
     def feed(self, event: str, data: dict[str, Any]) -> list[bytes]:
         kind = data.get("type") or event

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError, category_for_status
-from ._openai_shapes import bad_request, encode_json, openai_error_body
+from ._openai_shapes import bad_request, decode_json, encode_json, openai_error_body
 
 REFUSED = {
     "logprobs": "log probabilities are not translated to Gemini",
@@ -391,6 +391,7 @@ class StreamTranslator:
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
         self.usage: dict[str, Any] | None = None  # cumulative: the last one seen wins
+        self.raw_usage: list[Any] = []  # the final usage, once the stream has ended
         self.started = False
         self.tool_counts: dict[int, int] = {}  # candidate index -> tool calls emitted so far
 
@@ -399,6 +400,11 @@ class StreamTranslator:
             "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
             "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}],
         })
+
+    def feed_sse(self, event: str, data: str) -> list[bytes]:
+        """One SSE event as it came off the wire (Gemini names no events); non-JSON is skipped."""
+        parsed = decode_json(data)
+        return [] if parsed is None else self.feed(parsed)
 
     def feed(self, data: Any) -> list[bytes]:
         if isinstance(data, list) or (isinstance(data, dict) and "error" in data):
@@ -434,6 +440,8 @@ class StreamTranslator:
         return usage_from_gemini(self.usage)
 
     def finish_chunks(self) -> list[bytes]:
+        if self.usage is not None:
+            self.raw_usage.append(self.usage)  # cumulative: only the final one counts
         if not self.started:
             raise UpstreamError(f"{self.provider}: stream ended without any chunk", status=None, category="connect")
         return [encode_json({"id": self.id, "object": "chat.completion.chunk", "created": self.created,

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import Any, AsyncIterator, Protocol
 
 import aiohttp
 
 from ..config.schema import ProviderConfig
 from ..errors import UpstreamError, category_for_status
 from ._openai_shapes import decode_json, openai_error_body
+from ._sse import iter_sse, prefetch, stream_closer
+from .base import ChatStream
 
 NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
@@ -34,6 +36,16 @@ def transport_error(exc: BaseException, provider: str, timed_out: str = "upstrea
         return UpstreamError(f"{provider}: {timed_out}", status=None, category="timeout")
     return UpstreamError(f"{provider}: connection failed ({type(exc).__name__}: {exc})", status=None,
                          category="connect")
+
+
+class StreamTranslator(Protocol):
+    """A kind's pure stream translator: its SSE events in, OpenAI chunk JSON bytes out."""
+
+    raw_usage: list[Any]  # provider-reported usage, appended as seen
+
+    def feed_sse(self, event: str, data: str) -> list[bytes]: ...
+
+    def finish_chunks(self) -> list[bytes]: ...  # the closing usage chunk; raises if the stream was cut
 
 
 class HTTPProviderBase:
@@ -127,6 +139,28 @@ class HTTPProviderBase:
             body = await self.read(resp)
             raise self.status_error(resp.status, body)
         return resp
+
+    async def open_translated_stream(self, url: str, data: bytes, headers: Any, timeout_s: float,
+                                     translator: StreamTranslator) -> ChatStream:
+        resp = await self.open_stream(url, data, headers, timeout_s)
+        chunks = self._translated_chunks(resp, translator)
+        # Read up to the first chunk before answering: an error event or a dead stream at the
+        # start still raises here, where routing can retry or fall back before the client sees bytes.
+        events = await prefetch(chunks)
+        return ChatStream(events=events, raw_usage=translator.raw_usage, close=stream_closer(resp, chunks))
+
+    async def _translated_chunks(self, resp: aiohttp.ClientResponse,
+                                 translator: StreamTranslator) -> AsyncIterator[bytes]:
+        try:
+            async for ev in iter_sse(resp.content):
+                for chunk in translator.feed_sse(ev.event, ev.data):
+                    yield chunk
+            for chunk in translator.finish_chunks():
+                yield chunk
+        except NETWORK_ERRORS as exc:
+            raise self.transport_error(exc) from exc
+        finally:
+            resp.close()
 
 
 def _is_openai_error(body: bytes) -> bool:

@@ -1,20 +1,17 @@
 """`kind = "anthropic"`: OpenAI Chat Completions in, Anthropic Messages API upstream, OpenAI out.
 
 Translation lives in _anthropic_translate (pure); this module is only the HTTP side on top of
-HTTPProviderBase (session, key, timeouts): headers, error mapping, and the stream loop.
+HTTPProviderBase (session, key, timeouts): its headers and its error mapping.
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
-
-import aiohttp
+from typing import Any
 
 from ..config.schema import ProviderConfig
 from ..errors import UpstreamError
 from . import _anthropic_translate as tr
-from ._http import NETWORK_ERRORS, HTTPProviderBase
+from ._http import HTTPProviderBase
 from ._openai_shapes import decode_json, encode_json, openai_error_body
-from ._sse import iter_sse, prefetch, stream_closer
 from .base import ChatRequest, ChatResult, ChatStream
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -54,28 +51,8 @@ class AnthropicProvider(HTTPProviderBase):
         payload["stream"] = True
         headers = self._headers()
         headers["accept"] = "text/event-stream"
-        resp = await self.open_stream(self.url, encode_json(payload), headers, req.timeout_s)
-        translator = tr.StreamTranslator(req.model, self.name)
-        chunks = self._chunks(resp, translator)
-        # Read up to the first chunk before answering: an error event or a dead stream at the
-        # start still raises here, where routing can retry or fall back before the client sees bytes.
-        events = await prefetch(chunks)
-        return ChatStream(events=events, raw_usage=translator.raw_usage, close=stream_closer(resp, chunks))
-
-    async def _chunks(self, resp: aiohttp.ClientResponse, translator: tr.StreamTranslator) -> AsyncIterator[bytes]:
-        try:
-            async for ev in iter_sse(resp.content):
-                data = decode_json(ev.data)
-                if not isinstance(data, dict):
-                    continue
-                for chunk in translator.feed(ev.event, data):
-                    yield chunk
-            for chunk in translator.finish_chunks():
-                yield chunk
-        except NETWORK_ERRORS as exc:
-            raise self.transport_error(exc) from exc
-        finally:
-            resp.close()
+        return await self.open_translated_stream(self.url, encode_json(payload), headers, req.timeout_s,
+                                                 tr.StreamTranslator(req.model, self.name))
 
     async def embeddings(self, body: dict[str, Any], model: str, timeout_s: float) -> ChatResult:
         msg = "anthropic has no embeddings API: route embeddings to an openai or gemini provider"

@@ -9,16 +9,13 @@ want it back on that call in the next turn, while OpenAI clients only echo our g
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, AsyncIterator
-
-import aiohttp
+from typing import Any
 
 from ..config.schema import ProviderConfig
 from ..errors import UpstreamError
 from . import _gemini_translate as tr
-from ._http import NETWORK_ERRORS, HTTPProviderBase
+from ._http import HTTPProviderBase
 from ._openai_shapes import decode_json, encode_json
-from ._sse import iter_sse, prefetch, stream_closer
 from .base import ChatRequest, ChatResult, ChatStream
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -63,32 +60,9 @@ class GeminiProvider(HTTPProviderBase):
         payload = tr.request_to_gemini(req.body, self.signatures)
         headers = self._headers()
         url = f"{self.base}{req.model}:streamGenerateContent?alt=sse"
-        resp = await self.open_stream(url, encode_json(payload), headers, req.timeout_s)
-        translator = tr.StreamTranslator(req.model, self.name, self.signatures)
-        stream = ChatStream(events=None)  # type: ignore[arg-type]  # set below, after the first chunk
-        chunks = self._chunks(resp, translator, stream)
-        # Pull the first chunk now: a blocked prompt or an error chunk raises before any bytes go out.
-        stream.events = await prefetch(chunks)
-        stream.close = stream_closer(resp, chunks)
-        return stream
-
-    async def _chunks(self, resp: aiohttp.ClientResponse, translator: tr.StreamTranslator,
-                      stream: ChatStream) -> AsyncIterator[bytes]:
-        try:
-            async for ev in iter_sse(resp.content):
-                data = decode_json(ev.data)
-                if data is None:
-                    continue
-                for chunk in translator.feed(data):
-                    yield chunk
-            if translator.usage is not None:
-                stream.raw_usage.append(translator.usage)  # cumulative: only the final one counts
-            for chunk in translator.finish_chunks():
-                yield chunk
-        except NETWORK_ERRORS as exc:
-            raise self.transport_error(exc) from exc
-        finally:
-            resp.close()
+        # A blocked prompt or an error chunk at the start raises here, before any bytes go out.
+        return await self.open_translated_stream(url, encode_json(payload), headers, req.timeout_s,
+                                                 tr.StreamTranslator(req.model, self.name, self.signatures))
 
     async def embeddings(self, body: dict[str, Any], model: str, timeout_s: float) -> ChatResult:
         payload, texts = tr.embeddings_request(body, model)
