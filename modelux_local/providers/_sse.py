@@ -1,8 +1,13 @@
 """Stream plumbing shared by the HTTP providers.
 
-- `iter_sse`: a Server-Sent Events parser over an aiohttp response body. It splits on raw
-  chunks itself instead of `StreamReader.readline`, because aiohttp refuses lines longer than
-  its buffer high-water mark (128 KiB) and a tool call's arguments can exceed that.
+Both SSE readers split raw reads into lines themselves (`_Lines`) instead of using aiohttp's
+`StreamReader.readline`, because aiohttp refuses a line longer than its buffer high-water mark
+(128 KiB), and a tool call's arguments or a local server's big chunk can exceed that.
+
+- `iter_sse_data`: the openai kind's hot path. The payload bytes of each `data:` line, never
+  decoded, until `data: [DONE]`.
+- `iter_sse`: whole events (`event:` name, `data:` lines joined), decoded, for the translating
+  kinds.
 - `prefetch` / `stream_closer`: how a translated stream is opened and dropped.
 """
 from __future__ import annotations
@@ -11,6 +16,60 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import aiohttp
+
+_NO_LINES: tuple[bytes, ...] = ()
+
+
+class _Lines:
+    """Cuts a byte stream into lines (without their `\n`) across reads of any size."""
+
+    __slots__ = ("_tail",)
+
+    def __init__(self) -> None:
+        self._tail = bytearray()  # amortised appends while a long line arrives in many small reads
+
+    def feed(self, chunk: bytes) -> list[bytes] | tuple[bytes, ...]:
+        """The lines this read completes; the unfinished last one waits for more bytes."""
+        tail = self._tail
+        if b"\n" not in chunk:
+            tail += chunk
+            return _NO_LINES
+        if tail:
+            tail += chunk
+            lines = bytes(tail).split(b"\n")
+            tail.clear()
+        else:
+            lines = chunk.split(b"\n")  # the usual case: a read holds whole events
+        last = lines.pop()
+        if last:
+            tail += last
+        return lines
+
+    def rest(self) -> bytes:
+        """What came after the last newline (a last line the server did not terminate)."""
+        return bytes(self._tail)
+
+
+async def iter_sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The payload of each `data:` line, stripped, as bytes; ends at `data: [DONE]` or at EOF.
+
+    One yield per data line, not per event: an OpenAI-compatible server sends each chunk's
+    JSON on a single line. Blank separators, `event:`/`id:` lines and `:` comments are skipped.
+    """
+    lines = _Lines()
+    async for chunk in content.iter_any():
+        for line in lines.feed(chunk):
+            if line.startswith(b"data:"):
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    return
+                if payload:
+                    yield payload
+    line = lines.rest()
+    if line.startswith(b"data:"):
+        payload = line[5:].strip()
+        if payload and payload != b"[DONE]":
+            yield payload
 
 
 @dataclass(slots=True)
@@ -21,15 +80,10 @@ class SSEEvent:
 
 async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[SSEEvent]:
     """Yields one SSEEvent per blank-line-terminated event; comments and `id:`/`retry:` skipped."""
-    buf = bytearray()  # amortised appends while a long line arrives in many small reads
+    lines = _Lines()
     event, data = "", []
     async for chunk in content.iter_any():
-        buf += chunk
-        if b"\n" not in chunk:
-            continue
-        lines = buf.split(b"\n")
-        buf = bytearray(lines.pop())  # the unfinished tail waits for more bytes
-        for raw in lines:
+        for raw in lines.feed(chunk):
             line = raw[:-1] if raw.endswith(b"\r") else raw
             if not line:
                 if data:
@@ -43,8 +97,9 @@ async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[SSEEvent]:
                 data.append(value)
             elif field == "event":
                 event = value
-    if buf.strip():  # a last line without its newline
-        field, _, value = buf.decode("utf-8").strip().partition(":")
+    rest = lines.rest()
+    if rest.strip():  # a last line without its newline
+        field, _, value = rest.decode("utf-8").strip().partition(":")
         if field == "data":
             data.append(value.lstrip(" "))
     if data:  # a last event without its blank line: lenient, like browsers

@@ -8,6 +8,7 @@ import msgspec
 
 from ..config.schema import ProviderConfig
 from ._http import NETWORK_ERRORS, HTTPProviderBase
+from ._sse import iter_sse_data
 from .base import ChatRequest, ChatResult, ChatStream
 
 _JSON = {"content-type": "application/json"}
@@ -41,22 +42,16 @@ class OpenAIProvider(HTTPProviderBase):
         return ChatStream(events=self._events(resp), close=resp.close)
 
     async def _events(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-        """The `data:` payloads of the SSE stream, one per event, until [DONE]."""
-        done = False
+        """The `data:` payloads of the SSE stream, one per event, until [DONE] (or the end)."""
+        ended = False
         try:
-            async for line in resp.content:
-                if not line.startswith(b"data:"):
-                    continue  # blank separators, `event:` lines and `:` keep-alive comments
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    done = True
-                    return
-                if payload:
-                    yield payload
+            async for payload in iter_sse_data(resp.content):
+                yield payload
+            ended = True
         except NETWORK_ERRORS as e:
             raise self.transport_error(e) from None
         finally:
-            if done:
-                resp.release()
+            if ended:
+                resp.release()  # read to the end: the connection may serve the next call
             else:
-                resp.close()
+                resp.close()  # cut short (client gone, error): drop it so the upstream stops

@@ -1,0 +1,84 @@
+"""The openai kind's SSE reader: long lines (past aiohttp's 128 KiB readline limit) and framing.
+
+One test goes through the real server to a fake OpenAI upstream with the official SDK; the
+others feed `iter_sse_data` the same wire bytes cut at every kind of boundary.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from modelux_local.providers._sse import iter_sse_data
+
+from .conftest import client_for
+from .fakes.openai_upstream import FakeOpenAI
+
+# The fake streams one word per chunk, so this is a single ~1.1 MB SSE line: past readline's
+# limit in every aiohttp (twice the read buffer: 128 KiB up to 3.13, 512 KiB in 3.14).
+HUGE_WORD = "x" * 1_100_000
+
+
+def test_stream_with_a_chunk_over_1_MB_passes_through_and_is_recorded(make_server):
+    with FakeOpenAI() as up:
+        srv = make_server({"modelux.toml": f'[routing]\ndefault = "main"\n\n[providers.up]\nkind = "openai"\n'
+                                           f'base_url = "{up.base_url}"\n',
+                           "main.toml": '[aliases.x]\ntargets = [{ provider = "up", model = "gpt-4o-mini" }]\n'})
+        text = f"before {HUGE_WORD} after"
+        up.enqueue(text=text, n_times=2)
+        client = client_for(srv)
+        run_id = f"run_{uuid.uuid4().hex[:12]}"
+        stream = client.chat.completions.create(
+            model="@x", messages=[{"role": "user", "content": "big"}], stream=True,
+            stream_options={"include_usage": True}, extra_body={"mlx:tags": {"run_id": run_id}})
+        chunks = list(stream)
+        deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        assert "".join(deltas) == text
+        assert max(len(d) for d in deltas) > 1_000_000
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+        # the same upstream connection pool serves the next call after that stream
+        again = client.chat.completions.create(model="@x", messages=[{"role": "user", "content": "big"}],
+                                               stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in again if c.choices) == text
+
+        run = srv.get(f"/mlx/v1/runs/{run_id}").json()
+        call = srv.get(f"/mlx/v1/calls/{run['steps'][0]['call_id']}").json()
+        assert call["status"] == "ok" and call["stream"] is True and call["output_tokens"] > 0
+        assert call["response"]["choices"][0]["message"]["content"] == text
+
+
+WIRE = (b": keep-alive\r\n\r\nevent: ignored\r\ndata: {\"a\": 1}\r\n\r\n"
+        b"id: 7\ndata:{\"b\":2}\n\n"
+        b"data: \n\n"  # an empty payload: nothing to yield
+        b"data: " + json.dumps({"big": "y" * 300_000}).encode() + b"\n\n"
+        b"data: [DONE]\n\ndata: {\"after\": \"done\"}\n\n")
+EXPECTED = [b'{"a": 1}', b'{"b":2}', json.dumps({"big": "y" * 300_000}).encode()]
+
+
+class Body:
+    """What iter_sse_data reads: aiohttp's StreamReader.iter_any(), here in reads of a fixed size."""
+
+    def __init__(self, wire: bytes, size: int):
+        self.wire, self.size = wire, size
+
+    async def iter_any(self):
+        for i in range(0, len(self.wire), self.size):
+            yield self.wire[i:i + self.size]
+
+
+async def _payloads(wire: bytes, size: int) -> list[bytes]:
+    return [p async for p in iter_sse_data(Body(wire, size))]
+
+
+@pytest.mark.parametrize("size", [1, 5, 64, 65_536, len(WIRE)])
+async def test_payloads_are_the_same_bytes_whatever_the_reads(size):
+    got = await _payloads(WIRE, size)
+    assert got == EXPECTED and all(type(p) is bytes for p in got)
+
+
+async def test_a_last_line_without_newline_still_counts_and_done_stops():
+    assert await _payloads(b'data: {"x": 1}\n\ndata: {"y": 2}', 3) == [b'{"x": 1}', b'{"y": 2}']
+    assert await _payloads(b'data: {"x": 1}\n\ndata: [DONE]', 4) == [b'{"x": 1}']
+    assert await _payloads(b"", 1) == []
