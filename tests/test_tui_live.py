@@ -5,6 +5,7 @@ One server per module (mock provider, no latency); each test drives `App.run_tes
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 import uuid
 
@@ -90,6 +91,15 @@ async def until(predicate, timeout: float = 15.0, what: str = "the expected stat
         if time.monotonic() > deadline:
             raise AssertionError(f"the TUI did not reach {what} within {timeout}s")
         await asyncio.sleep(0.05)
+
+
+def rendered(renderable, width: int) -> str:
+    """What a Rich renderable looks like at `width` columns, as plain text."""
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
 
 
 def app_for(server: ServerProcess) -> ModeluxApp:
@@ -189,7 +199,7 @@ async def test_a_loop_and_a_budget_abort_are_flagged_as_they_happen(server):
         await pilot.pause()
         table = runs.query_one("#runs")
         assert table.get_cell(loop_id, "flags").plain == "loop"
-        assert table.get_cell(tiny_id, "flags").plain.startswith("aborted")
+        assert table.get_cell(tiny_id, "flags").plain == "max_cost_usd=1e-05"  # the limit it hit
         assert str(table.get_cell(tiny_id, "status")) == "aborted"
         toasts = [str(n.message) for n in app._notifications]
         assert f"{loop_id}: loop" in toasts and any(t.startswith(f"{tiny_id}: aborted") for t in toasts), toasts
@@ -240,7 +250,12 @@ async def test_r_on_a_marked_run_replays_it_and_shows_the_diff_table_then_promot
 
         await pilot.press("d")  # the per-step comparison of the replayed run
         await until(lambda: getattr(app.screen, "title_text", "").startswith("per-step diff"), what="the step diff")
-        assert run_id in app.screen.body.plain and "@" not in app.screen.title_text
+        text = rendered(app.screen.body, 80)
+        assert run_id in text and "@" not in app.screen.title_text
+        # one row per call, both sides filled in (3 calls, each replayed on the same models)
+        assert [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│") and
+                line.split("│")[1].strip()] == ["1", "2", "3"]
+        assert text.count("mock/mock-large ✓") == 2 and "(not replayed)" not in text
         await pilot.press("escape")
 
         await pilot.press("p")  # promote, after a confirmation

@@ -1,6 +1,7 @@
 """The Textual app: screens, global keys, the command palette, and the replay / promotion flows."""
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 from rich.text import Text
@@ -13,6 +14,12 @@ from .screens.configs import ConfigsScreen
 from .screens.dialogs import ChooseScreen, ConfirmScreen, HelpScreen
 from .screens.replay import ReplayScreen
 from .screens.runs import RunsScreen
+
+
+def _url_in(text: str) -> str | None:
+    """`serve` passes its address in the subtitle ("serving http://127.0.0.1:4000/v1 · log …")."""
+    m = re.search(r"https?://\S+/v1", text)
+    return m[0] if m else None
 
 
 def _freeze_heap() -> None:
@@ -29,11 +36,12 @@ class ModeluxApp(App):
         Binding("question_mark,f1", "help", "Help", key_display="?"),
     ]
 
-    def __init__(self, data: DataSource, *, subtitle: str = ""):
+    def __init__(self, data: DataSource, *, subtitle: str = "", base_url: str | None = None):
         super().__init__()
         self.data = data
         self.sub_title = subtitle
         self.theme = "textual-dark"
+        self.base_url = base_url or _url_in(subtitle) or data.base_url()
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen(self.data))
@@ -79,13 +87,21 @@ class ModeluxApp(App):
         if not self.data.replay_available():
             self.notify("replay is not available in this build", severity="warning")
             return
-        configs = self.data.candidate_configs()
+        configs, labels = self._config_options()
 
         def chosen(name: str | None) -> None:
             if name:
                 self.push_screen(ReplayScreen(self.data, run_ids, name))
 
-        self.push_screen(ChooseScreen(f"replay {len(run_ids)} run(s) against which config?", configs), chosen)
+        self.push_screen(ChooseScreen(f"replay {len(run_ids)} run(s) against which config?", configs, labels), chosen)
+
+    def _config_options(self) -> tuple[list[str], list[Text]]:
+        """Config names, and how a chooser shows them: which one serves, and each one's description."""
+        choices = self.data.config_choices()
+        labels = [Text.assemble((f"@{name}", "bold cyan"), ("  serving" if serving else "", "green"),
+                                (f"  {description}" if description else "", "dim"))
+                  for name, description, serving in choices]
+        return [name for name, _, _ in choices], labels
 
     # -- promotion -------------------------------------------------------------------------
 
@@ -104,7 +120,7 @@ class ModeluxApp(App):
         if name:
             confirm(name)
         else:
-            self.push_screen(ChooseScreen("promote which config?", self.data.candidate_configs()), confirm)
+            self.push_screen(ChooseScreen("promote which config?", *self._config_options()), confirm)
 
     def rollback_dialog(self) -> None:
         if not self.data.promotion_available():

@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Header, Static
 
 from ..data import ConfigsState, DataSource, ReloadView
 
@@ -107,6 +107,8 @@ class ConfigsScreen(Screen):
         self._loading = False
 
     def compose(self) -> ComposeResult:
+        self.sub_title = "configs"
+        yield Header()
         with VerticalScroll(id="configs-scroll"):
             yield Static(Text("loading…", style="dim"), id="configs")
         yield Footer()

@@ -1,12 +1,13 @@
 """Small modal screens: help, a yes/no confirmation, and a choice from a list."""
 from __future__ import annotations
 
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, OptionList, Static
 
@@ -14,9 +15,11 @@ HELP = [
     ("everywhere", [("?  F1", "this help"), ("ctrl+p", "command palette"), ("esc", "back"), ("q", "quit (stops the proxy when serving)")]),
     ("runs", [("↑ ↓  enter", "move, open the run's trace"), ("space", "mark a run for replay"),
               ("r", "replay the marked runs (or the one under the cursor)"), ("/", "filter: words, or tag k=v"),
-              ("s  S", "sort by started / cost / calls / duration / budget; reverse"), ("c", "configs")]),
+              ("s  S", "sort by started / cost / calls / duration / budget; reverse"), ("c", "configs"),
+              ("● ✓ ✗ ◆", "running / completed / aborted / marked (the status glyphs of a narrow terminal)"),
+              ("budget", "the run's use of the limit it is closest to (max_cost_usd, max_calls, max_tokens…)")]),
     ("run", [("↑ ↓", "walk the tree: run → calls → attempts"), ("enter", "expand / collapse a call"),
-             ("e", "expand every call"), ("tab", "move to the detail pane and scroll it")]),
+             ("e", "expand every call"), ("tab", "move to the detail pane and scroll it (↑ ↓ pgup pgdn)")]),
     ("configs", [("p", "promote a candidate config (asks first)"), ("b", "roll back (asks first)")]),
     ("replay", [("p  d  b", "promote / per-step diff / rollback plan")]),
 ]
@@ -49,8 +52,9 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical(id="dialog"):
             yield Static(self.question)
             yield Static(Text("y: yes    n / esc: no", style="dim"))
-            yield Button("Yes", id="yes", variant="warning")
-            yield Button("No", id="no")
+            with Horizontal(id="buttons"):
+                yield Button("Yes", id="yes", variant="warning")
+                yield Button("No", id="no")
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
@@ -63,15 +67,17 @@ class ConfirmScreen(ModalScreen[bool]):
 class ChooseScreen(ModalScreen[str | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, options: list[str]):
+    def __init__(self, title: str, options: list[str], labels: list[RenderableType] | None = None):
         super().__init__()
         self.title_text = title
-        self.options = options
+        self.options = options            # what the dialog returns
+        self.labels = labels or options   # what it shows (a name with its description)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Static(Text(self.title_text, style="bold"))
-            yield OptionList(*self.options, id="choices")
+            yield OptionList(*self.labels, id="choices")
+            yield Static(Text("↑ ↓ enter: choose    esc: cancel", style="dim"))
 
     def on_mount(self) -> None:
         choices = self.query_one(OptionList)

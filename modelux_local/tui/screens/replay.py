@@ -9,10 +9,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, ProgressBar, Static
+from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
 from ..data import DataSource
 from ..widgets import format as fmt
+from ..widgets import stepdiff
 
 # (label, field, kind): kind says how to show values and deltas
 METRICS = [("mean cost/run", "mean_cost_per_run", "money"), ("p50 latency", "p50_latency_s", "seconds"),
@@ -71,6 +72,8 @@ class ReplayScreen(Screen):
         self.report: dict | None = None
 
     def compose(self) -> ComposeResult:
+        self.sub_title = f"replay against @{self.candidate}"
+        yield Header()
         yield Static(Text.assemble(("Replaying ", "bold"), f"{len(self.run_ids)} run(s) against ",
                                    (f"@{self.candidate}", "bold cyan"), " …"), id="replay-title")
         yield ProgressBar(total=len(self.run_ids), id="replay-progress", show_eta=False)
@@ -165,8 +168,9 @@ class ReplayScreen(Screen):
         run_id = self.run_ids[0]
         if per_run.row_count:
             run_id = per_run.coordinate_to_cell_key(per_run.cursor_coordinate).row_key.value
-        text = self.data.replay_step_diff(self.report["replay_id"], run_id)
-        self.app.push_screen(TextScreen(f"per-step diff of {run_id}", Text(text, no_wrap=True)))
+        pairs = self.data.replay_step_pairs(self.report["replay_id"], run_id)
+        self.app.push_screen(TextScreen(f"per-step diff of {run_id}",
+                                        stepdiff.render_step_diff(self.report["replay_id"], run_id, pairs)))
 
     def action_rollback_plan(self) -> None:
         if self.report:
@@ -185,7 +189,8 @@ class TextScreen(Screen):
         self.title_text, self.body = title, body
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(self.title_text, style="bold"))
+        self.sub_title = self.title_text
+        yield Header()
         with VerticalScroll(id="text-scroll"):
             yield Static(self.body)
         yield Footer()

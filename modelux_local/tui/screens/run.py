@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static, Tree
+from textual.widgets import Footer, Header, Static, Tree
 from textual.widgets.tree import TreeNode
 
 from ..data import DataSource
@@ -22,21 +22,24 @@ REFRESH_S = 1.0
 
 
 def run_label(run: dict) -> Text:
-    t = Text.assemble((run["run_id"], "bold"), "  ", fmt.status(run["status"]),
-                      f"  {run['calls']} calls  {fmt.money(run['cost_usd'])}  {fmt.ms(run['duration_ms'])}")
+    t = Text.assemble((run["run_id"], "bold"), " ", fmt.status(run["status"]),
+                      f" {fmt.money(run['cost_usd'])} {run['calls']} calls {fmt.ms(run['duration_ms'])}")
     if run.get("anomalies"):
         t.append("  " + ", ".join(run["anomalies"]), style="bold yellow")
     return t
 
 
 def call_label(step: dict) -> Text:
-    """`#2 @executor mock/mock-small 800+60 $0.0002 402ms ok`: compact, the tree pane is narrow."""
-    route = f"{step['alias'] or '(direct)'} {step['provider']}/{step['model']}"
+    """`#2 @executor ✓ $0.0002 402ms 800+60 → mock/mock-small`: what matters first, since the tree pane
+    is narrow at 80 columns and cuts the end of a label (the model is in the attempt lines and the detail)."""
+    ok = step["status"] == "ok"
     tok = f"{fmt.tokens(step['input_tokens'])}+{fmt.tokens(step['output_tokens'])}" if step["input_tokens"] is not None else "—"
-    t = Text.assemble((f"#{step['seq']} ", "dim"), (route, "bold" if step["status"] == "ok" else "bold red"),
-                      f" {tok} {fmt.money(step['cost_usd'])} {fmt.ms(step['latency_ms'])} ", fmt.status(step["status"]))
+    t = Text.assemble((f"#{step['seq']} ", "dim"), (step["alias"] or "(direct)", "bold" if ok else "bold red"), " ",
+                      fmt.status_glyph(step["status"]) if ok else fmt.status(step["status"]))
     if len(step["attempts"]) > 1:
         t.append(f" ×{len(step['attempts'])}", style="yellow")
+    t.append(f" {fmt.money(step['cost_usd'])} {fmt.ms(step['latency_ms'])} {tok}")
+    t.append(f" → {step['provider']}/{step['model']}", style="dim")
     return t
 
 
@@ -49,7 +52,9 @@ def attempt_label(a: dict, n: int) -> Text:
 class RunScreen(Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("tab", "focus_next", "Tree/detail", show=False),
+        # the Screen has no focus_next action: it is the app's (without the prefix tab did nothing)
+        Binding("tab", "app.focus_next", "Tree ⇄ detail", key_display="tab"),
+        Binding("shift+tab", "app.focus_previous", "Tree ⇄ detail", show=False),
         Binding("e", "expand_all", "Expand all"),
     ]
 
@@ -64,6 +69,8 @@ class RunScreen(Screen):
         self.shown_call: dict | None = None     # the call whose detail is on screen
 
     def compose(self) -> ComposeResult:
+        self.sub_title = f"run {self.run_id}"
+        yield Header()
         with Horizontal(id="run-body"):
             tree: Tree = Tree(Text(self.run_id), id="trace", data=("run", None))
             tree.root.expand()

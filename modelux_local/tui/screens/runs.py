@@ -1,10 +1,13 @@
 """The runs screen: a live table of runs with cost meters, a pulse header, filter, sort and marks.
 
 The table is updated in place (cells that changed, rows that appeared or left the filter), never
-rebuilt, so the cursor stays on the run it was on while calls land.
+rebuilt, so the cursor stays on the run it was on while calls land. Its columns fit the terminal:
+under WIDE columns the status is a glyph, the meter shorter, and the least useful columns go, so
+that at 80 columns nothing scrolls sideways out of sight (the run id included).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from rich.text import Text
@@ -13,14 +16,26 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Sparkline, Static
+from textual.widgets import DataTable, Footer, Header, Input, Sparkline, Static
 
-from ..data import DataSource, Pulse, RunRow
+from ..data import DataSource, Pulse, ReloadView, RunRow
 from ..widgets import format as fmt
 
 # column key -> header label; the order on screen (the first columns matter most at 80 columns)
 COLUMNS = {"mark": " ", "status": "status", "run": "run", "cost": "cost", "budget": "budget", "calls": "calls",
            "flags": "flags", "tokens": "tokens", "agent": "agent", "duration": "time", "errors": "err", "age": "age"}
+# the columns that fit a width, widest first: the least useful go first (the run screen has them all);
+# in the narrow layouts (no "mark" column) the status is a glyph after the mark and the meter is shorter
+LAYOUTS = [
+    (125, tuple(COLUMNS)),
+    (110, ("mark", "status", "run", "cost", "budget", "calls", "flags", "agent", "duration", "age")),
+    (90, ("status", "run", "cost", "budget", "calls", "flags", "agent", "age")),
+    (0, ("status", "run", "cost", "budget", "calls", "flags", "agent")),
+]
+NARROW_LABELS = {"status": "  "}
+NARROW_METER = 5
+MARK = "◆"
+FULL_READ_S = 5.0   # without a write to the database, re-read at most this often (statuses go idle, ages move)
 SORTS: dict[str, Callable[[RunRow], object]] = {
     "started": lambda r: r.started_at, "cost": lambda r: r.cost_usd or 0.0, "calls": lambda r: r.calls,
     "duration": lambda r: r.duration_s, "budget": lambda r: r.budget_share or 0.0,
@@ -63,24 +78,59 @@ class RunsScreen(Screen):
         self.sort_by, self.descending = "started", True
         self._loading = False
         self._seen_flags: dict[str, tuple] | None = None  # None until the first load: no alerts for history
+        self.columns: tuple[str, ...] = ()       # the keys on screen (set from the width)
+        self._read_version: int | None = None    # the database's data_version at the last read
+        self._read_at = 0.0
+        self._pulse: Pulse | None = None
+        self._status_text: Text | None = None
+        self._restore_cursor: str | None = None  # the run to put the cursor back on after a column rebuild
+        self._reload: ReloadView | None = None   # a refused config edit is flagged here, not only on `c`
 
     def compose(self) -> ComposeResult:
+        yield Header()
         with Horizontal(id="pulse"):
             yield Static(id="pulse-text")
             yield Sparkline([0.0], id="spark")
         yield Static(id="runs-status")
-        table = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
-        for key, label in COLUMNS.items():
-            table.add_column(label, key=key)
-        yield table
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Static(id="runs-empty")
         yield Input(placeholder="filter: words or tag k=v  (enter: keep, esc: clear)", id="filter")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#filter").display = False
+        self.query_one("#runs-empty").display = False
+        self._set_columns(self._layout_for(self.app.size.width))
         self.query_one(DataTable).focus()
         self.refresh_data()
         self.set_interval(REFRESH_S, self.refresh_data)
+
+    def on_resize(self) -> None:
+        layout = self._layout_for(self.size.width)
+        if layout != self.columns:
+            self._set_columns(layout)
+            self._sync_table()
+
+    # -- columns that fit ------------------------------------------------------------------
+
+    @staticmethod
+    def _layout_for(width: int) -> tuple[str, ...]:
+        return next(keys for min_width, keys in LAYOUTS if width >= min_width)
+
+    @property
+    def narrow(self) -> bool:
+        return "mark" not in self.columns
+
+    def _set_columns(self, keys: tuple[str, ...]) -> None:
+        """(Re)builds the columns; the rows come back on the next sync, the cursor on its run."""
+        table = self.query_one("#runs", DataTable)
+        current = self.current_run_id() if self.columns else None
+        table.clear(columns=True)
+        self.columns = keys
+        for key in keys:
+            table.add_column((NARROW_LABELS.get(key) if self.narrow else None) or COLUMNS[key], key=key)
+        self.shown = {}
+        self._restore_cursor = current
 
     # -- loading (thread worker: never on the proxy's loop, never blocking this one) ---------
 
@@ -91,22 +141,42 @@ class RunsScreen(Screen):
 
     @work(thread=True, group="runs-load")
     def _load(self) -> None:
+        import time
+
         try:
+            # nothing written since the last read: skip it (a 1M-call database costs nothing while idle),
+            # but re-read now and then for what changes with the clock (idle runs complete, ages move)
+            reload = self.data.reload_status()
+            version = self.data.data_version()
+            if version is not None and version == self._read_version and time.monotonic() - self._read_at < FULL_READ_S:
+                self.app.call_from_thread(self._unchanged, reload)
+                return
             runs, pulse = self.data.runs(), self.data.pulse()
         except Exception as e:  # a locked or half-written database: try again next tick
             self.app.call_from_thread(self._failed, e)
             return
-        self.app.call_from_thread(self._apply, runs, pulse)
+        self._read_version, self._read_at = version, time.monotonic()
+        self.app.call_from_thread(self._apply, runs, pulse, reload)
+
+    def _unchanged(self, reload: ReloadView) -> None:
+        self._loading = False
+        if reload != self._reload:
+            self._reload = reload
+            self._show_status()
 
     def _failed(self, e: Exception) -> None:
         self._loading = False
+        self._status_text = None
         self.query_one("#runs-status", Static).update(Text(f"read failed: {e}", style="red"))
 
-    def _apply(self, runs: list[RunRow], pulse: Pulse) -> None:
+    def _apply(self, runs: list[RunRow], pulse: Pulse, reload: ReloadView | None = None) -> None:
         self._loading = False
+        self._reload = reload
         self.runs = {r.run_id: r for r in runs}
         self._alert(runs)
-        self._show_pulse(pulse)
+        if pulse != self._pulse:  # an update re-lays the header out: only when a figure moved
+            self._pulse = pulse
+            self._show_pulse(pulse)
         self._sync_table()
 
     def _alert(self, runs: list[RunRow]) -> None:
@@ -131,25 +201,34 @@ class RunsScreen(Screen):
 
     # -- the table -------------------------------------------------------------------------
 
+    def _mark_cell(self, run_id: str):
+        return Text(MARK, style="bold magenta") if run_id in self.marked else Text(" ")
+
     def _cells(self, r: RunRow) -> tuple:
+        """The row's cells for the columns on screen."""
         flagged_style = "bold red" if r.status == "aborted" else "bold yellow" if r.anomalies else ""
         flags = ", ".join(r.anomalies)
-        if r.status == "aborted":
-            flags = ("aborted" + (f" ({r.abort_reason})" if r.abort_reason else "")) + (f", {flags}" if flags else "")
-        return (
-            Text("●", style="bold magenta") if r.run_id in self.marked else " ",
-            fmt.status(r.status),
-            Text(r.run_id, style=flagged_style),
-            fmt.money(r.cost_usd),
-            fmt.meter(r.budget_share),
-            str(r.calls),
-            Text(flags, style=("white on red" if r.status == "aborted" else "black on yellow") if flags else ""),
-            fmt.tokens(r.tokens),
-            r.agent or "—",
-            fmt.duration(r.duration_s),
-            Text(str(r.errors), style="red" if r.errors else "dim"),
-            fmt.age(self.data.clock() - r.started_at),
-        )
+        if r.status == "aborted":  # the status says aborted; the flag says which limit (the detail has the text)
+            flags = fmt.abort_label(r.abort_reason) + (f", {flags}" if flags else "")
+        use = r.budget_use
+        cell = {
+            "mark": lambda: self._mark_cell(r.run_id),
+            "status": lambda: Text.assemble(self._mark_cell(r.run_id), fmt.status_glyph(r.status)) if self.narrow
+                              else fmt.status(r.status),
+            "run": lambda: Text(r.run_id, style=flagged_style),
+            "cost": lambda: fmt.money(r.cost_usd),
+            "budget": lambda: fmt.meter(use[0], NARROW_METER) if self.narrow and use else
+                              fmt.meter(use[0], limit=use[1]) if use else fmt.meter(None),
+            "calls": lambda: str(r.calls),
+            "flags": lambda: Text(flags, style=("white on red" if r.status == "aborted" else "black on yellow")
+                                  if flags else ""),
+            "tokens": lambda: fmt.tokens(r.tokens),
+            "agent": lambda: r.agent or "—",
+            "duration": lambda: fmt.duration(r.duration_s),
+            "errors": lambda: Text(str(r.errors), style="red" if r.errors else "dim"),
+            "age": lambda: fmt.age_coarse(self.data.clock() - r.started_at),
+        }
+        return tuple(cell[key]() for key in self.columns)
 
     def _sync_table(self) -> None:
         table = self.query_one("#runs", DataTable)
@@ -166,18 +245,21 @@ class RunsScreen(Screen):
                 table.add_row(*cells, key=r.run_id)
                 reorder = True
             else:
-                for key, a, b in zip(COLUMNS, old, cells):
-                    if a != b:
+                for key, a, b in zip(self.columns, old, cells):
+                    if _look(a) != _look(b):
                         table.update_cell(r.run_id, key, b)
                         reorder = reorder or key in ("cost", "calls", "duration", "budget")
             self.shown[r.run_id] = cells
+        restore, self._restore_cursor = self._restore_cursor, None
         if reorder:
-            self._resort(keep_cursor=not was_empty)  # the first rows: the cursor starts at the top
+            # the first rows: the cursor starts at the top; after a column rebuild: back on its run
+            self._resort(keep_cursor=not was_empty or restore is not None, current=restore)
         self._show_status()
+        self._show_empty()
 
-    def _resort(self, keep_cursor: bool = True) -> None:
+    def _resort(self, keep_cursor: bool = True, current: str | None = None) -> None:
         table = self.query_one("#runs", DataTable)
-        current = self.current_run_id() if keep_cursor else None
+        current = current or (self.current_run_id() if keep_cursor else None)
         value = SORTS[self.sort_by]
         table.sort("run", key=lambda cell: (value(self.runs[cell.plain]) if cell.plain in self.runs else 0,
                                             cell.plain), reverse=self.descending)
@@ -193,9 +275,40 @@ class RunsScreen(Screen):
             bits.append(f"filter: {self.query_text}")
         if self.marked:
             bits.append(f"{len(self.marked)} marked (r: replay)")
-        if not self.runs:
-            bits.append("no runs yet: send calls with extra_body={'mlx:tags': {'run_id': ...}}")
-        self.query_one("#runs-status", Static).update(Text("  ·  ".join(bits), style="dim"))
+        text = Text("  ·  ".join(bits), style="dim")
+        if self._reload is not None and not self._reload.ok:
+            where = self._reload.file and Path(self._reload.file).name + (f":{self._reload.line}" if self._reload.line else "")
+            text = Text.assemble((f"✗ config edit refused{': ' + where if where else ''} (c: details)", "bold red"),
+                                 "  ·  ", text)
+        legend = f"  ·  ● running ✓ done ✗ aborted {MARK} marked"
+        if self.narrow and text.cell_len + len(legend) < self.size.width - 2:
+            text.append(legend, style="dim")
+        if self._status_text is None or _look(text) != _look(self._status_text):
+            self._status_text = text
+            self.query_one("#runs-status", Static).update(text)
+
+    def _show_empty(self) -> None:
+        """An empty table says what to do: where to point the client, or that the filter hides everything."""
+        box = self.query_one("#runs-empty", Static)
+        table = self.query_one("#runs", DataTable)
+        table.styles.height = "1fr" if self.shown else "auto"  # empty: the header line, then the hint
+        if self.shown:
+            box.display = False
+            return
+        if self.runs:
+            hint = Text.assemble(("no run matches the filter ", "bold"), (self.query_text, "bold cyan"),
+                                 ("\nesc clears it; words match the run id, agent, status, tags and flags; "
+                                  "k=v matches a tag exactly", "dim"))
+        else:
+            hint = Text.assemble(
+                ("No runs yet.\n\n", "bold"),
+                "Point an OpenAI client at ", (self.app.base_url, "bold cyan"), " and tag each call with its run:\n\n",
+                ("  client = OpenAI(base_url=\"" + self.app.base_url + "\", api_key=\"unused\")\n"
+                 "  client.chat.completions.create(model=\"@planner\", messages=...,\n"
+                 "      extra_body={\"mlx:tags\": {\"run_id\": \"run_1\", \"agent\": \"my-agent\"}})\n\n", "green"),
+                ("Runs appear here as their calls land. Try: python examples/agent.py", "dim"))
+        box.update(hint)
+        box.display = True
 
     def current_run_id(self) -> str | None:
         table = self.query_one("#runs", DataTable)
@@ -222,11 +335,13 @@ class RunsScreen(Screen):
         if run_id is None:
             return
         self.marked ^= {run_id}
-        if run_id in self.shown:
-            cell = Text("●", style="bold magenta") if run_id in self.marked else " "
-            self.query_one("#runs", DataTable).update_cell(run_id, "mark", cell)
-            self.shown[run_id] = (cell, *self.shown[run_id][1:])
         table = self.query_one("#runs", DataTable)
+        if run_id in self.shown and run_id in self.runs:
+            cells = self._cells(self.runs[run_id])
+            for key, a, b in zip(self.columns, self.shown[run_id], cells):
+                if _look(a) != _look(b):
+                    table.update_cell(run_id, key, b)
+            self.shown[run_id] = cells
         if table.cursor_row < table.row_count - 1:
             table.move_cursor(row=table.cursor_row + 1)
         self._show_status()
@@ -278,3 +393,11 @@ class RunsScreen(Screen):
     def key_escape(self) -> None:
         if self.query_one("#filter", Input).has_focus:
             self.action_clear_filter()
+
+
+def _look(cell) -> object:
+    """What a cell looks like: Text equality ignores the base style (a run id turning yellow when its
+    run is flagged compares equal to the plain one), so compare the style and spans too."""
+    if isinstance(cell, Text):
+        return cell.plain, str(cell.style), tuple(cell.spans)
+    return cell

@@ -1,6 +1,8 @@
 """Cell formatting shared by the screens: money, tokens, durations, the budget meter, status."""
 from __future__ import annotations
 
+import re
+
 from rich.text import Text
 
 METER_WIDTH = 8
@@ -57,17 +59,48 @@ def age(seconds: float) -> str:
     return f"{s}s"
 
 
-def meter(share: float | None, width: int = METER_WIDTH) -> Text:
-    """A bar of spend against the run's budget: green, yellow past 80 %, red past 100 %."""
+def age_coarse(seconds: float) -> str:
+    """Like `age`, but '<1m' under a minute: a table of ages then changes once a minute, not every second."""
+    return "<1m" if seconds < 60 else age(seconds)
+
+
+def meter(share: float | None, width: int = METER_WIDTH, limit: str | None = None) -> Text:
+    """A bar of the run's use of its budget: green, yellow past 80 %, red past 100 %. `limit` names the
+    limit the share is of when it is not the cost (calls, tokens, time)."""
     if share is None:
-        return Text("—".ljust(width + 5), style="dim")
+        return Text("—", style="dim")
     filled = min(width, round(share * width))
     style = "red" if share >= 1 else "yellow" if share >= 0.8 else "green"
     bar = Text("█" * filled, style=style)
     bar.append("░" * (width - filled), style="grey37")
     bar.append(f" {min(share, 9.99) * 100:3.0f}%", style=f"bold {style}" if share >= 0.8 else "")
+    if limit and limit != "cost":
+        bar.append(f" {limit}", style="dim")
     return bar
+
+
+_LIMIT = re.compile(r"\b(max_[a-z_]+) = ([^\s(,]+)")
+
+
+def abort_label(reason: str | None, width: int = 22) -> str:
+    """A budget abort's limit ('max_calls=3'), or the start of a manual abort's reason: the full text is
+    long ("run 'run_…' exceeded its budget: max_calls = 3 (3 calls made)") and lives in the run's detail."""
+    if not reason:
+        return "aborted"
+    m = _LIMIT.search(reason)
+    if m:
+        return f"{m[1]}={m[2]}"
+    reason = " ".join(reason.split())
+    return reason if len(reason) <= width else reason[:width - 1] + "…"
 
 
 def status(s: str) -> Text:
     return Text(s, style=_STATUS_STYLE.get(s, ""))
+
+
+_GLYPH = {"running": "●", "completed": "✓", "aborted": "✗", "ok": "✓", "error": "✗"}
+
+
+def status_glyph(s: str) -> Text:
+    """One cell for a status where columns are scarce (80 columns): ● running, ✓ completed, ✗ aborted."""
+    return Text(_GLYPH.get(s, "?"), style=_STATUS_STYLE.get(s, ""))
