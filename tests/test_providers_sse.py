@@ -1,7 +1,8 @@
 """The openai kind's SSE reader: long lines (past aiohttp's 128 KiB readline limit) and framing.
 
 One test goes through the real server to a fake OpenAI upstream with the official SDK; the
-others feed `iter_sse_data` the same wire bytes cut at every kind of boundary.
+others feed `iter_sse_data` the same wire bytes cut at every kind of boundary. At the end: the
+request helpers both translating kinds share refuse the same input the same way.
 """
 from __future__ import annotations
 
@@ -82,3 +83,48 @@ async def test_a_last_line_without_newline_still_counts_and_done_stops():
     assert await _payloads(b'data: {"x": 1}\n\ndata: {"y": 2}', 3) == [b'{"x": 1}', b'{"y": 2}']
     assert await _payloads(b'data: {"x": 1}\n\ndata: [DONE]', 4) == [b'{"x": 1}']
     assert await _payloads(b"", 1) == []
+
+
+# ---------------------------------------------------------------- shared translation refusals
+# Both translating kinds now read images, tool-call arguments and system text through the same
+# helpers (_openai_shapes): the same bad input gets the same 400.
+
+from modelux_local.errors import UpstreamError  # noqa: E402
+from modelux_local.providers import _anthropic_translate as atr  # noqa: E402
+from modelux_local.providers import _gemini_translate as gtr  # noqa: E402
+
+TRANSLATE = {"anthropic": lambda body: atr.request_to_anthropic(body, "claude", 1024),
+             "gemini": lambda body: gtr.request_to_gemini(body, {})}
+BAD = [
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png,AAAA"}}]}],
+     "image data URLs must be base64-encoded", "messages[0].content[0]"),
+    ([{"role": "user", "content": "x"},
+      {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                            "function": {"name": "f", "arguments": "{nope"}}]}],
+     "tool call arguments are not valid JSON",
+     # (unchanged quirk: the anthropic kind names the call under `.content`)
+     {"anthropic": "messages[1].content.tool_calls[0]", "gemini": "messages[1].tool_calls[0]"}),
+    ([{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]},
+      {"role": "user", "content": "x"}],
+     "only text parts are allowed in messages[0]", "messages[0]"),
+]
+
+
+@pytest.mark.parametrize("kind", sorted(TRANSLATE))
+@pytest.mark.parametrize("messages,message,param", BAD)
+def test_the_same_bad_input_gets_the_same_400_from_both_translators(kind, messages, message, param):
+    with pytest.raises(UpstreamError) as e:
+        TRANSLATE[kind]({"model": "m", "messages": messages})
+    param = param[kind] if isinstance(param, dict) else param
+    assert e.value.status == 400 and e.value.category is None and e.value.message == message
+    assert json.loads(e.value.body)["error"] == {"message": message, "type": "invalid_request_error",
+                                                "code": "unsupported_parameter", "param": param}
+
+
+@pytest.mark.parametrize("kind,vendor", [("anthropic", "Anthropic"), ("gemini", "Gemini")])
+def test_refused_and_unknown_fields_name_the_vendor(kind, vendor):
+    with pytest.raises(UpstreamError, match=f"'logit_bias' is not supported for {vendor} models: "):
+        TRANSLATE[kind]({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"1": 2}})
+    TRANSLATE[kind]({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {}})  # off: fine
+    with pytest.raises(UpstreamError, match=f"^'frobnicate' is not supported for {vendor} models$"):
+        TRANSLATE[kind]({"model": "m", "messages": [{"role": "user", "content": "x"}], "frobnicate": 1})

@@ -12,7 +12,9 @@ from typing import Any
 
 from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError, category_for_status
-from ._openai_shapes import bad_request, decode_json, encode_json, openai_error_body
+from ._openai_shapes import (bad_request, base64_data_url, check_params, chunk_json, decode_json, image_url_of,
+                             openai_error_body, text_of, tool_call_arguments, usage_chunk_json)
+from ._openai_shapes import encode_json  # noqa: F401  (bench/providers.py encodes through atr.encode_json)
 
 DEFAULT_VERSION = "2023-06-01"
 
@@ -51,13 +53,7 @@ JSON_INSTRUCTION = "Respond with a single valid JSON object and nothing else (no
 # ---------------------------------------------------------------- request: OpenAI -> Anthropic
 
 def _check_params(body: dict[str, Any]) -> None:
-    for key, value in body.items():
-        if key in REFUSED:
-            if value in (None, False, 0, {}, []):
-                continue  # explicitly off: harmless
-            raise bad_request(f"'{key}' is not supported for Anthropic models: {REFUSED[key]}", param=key)
-        if key not in KNOWN:
-            raise bad_request(f"'{key}' is not supported for Anthropic models", param=key)
+    check_params(body, REFUSED, KNOWN, "Anthropic")
     n = body.get("n")
     if n not in (None, 1):
         raise bad_request("'n' > 1 is not supported for Anthropic models (one candidate per call)", param="n")
@@ -66,26 +62,9 @@ def _check_params(body: dict[str, Any]) -> None:
         raise bad_request("Anthropic models only produce text", param="modalities")
 
 
-def _text_of(content: Any, param: str) -> str:
-    """The text of a system/developer/tool content: a string or text parts."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    texts = []
-    for part in content:
-        if part.get("type") != "text":
-            raise bad_request(f"only text parts are allowed in {param}", param=param)
-        texts.append(part.get("text", ""))
-    return "\n".join(texts)
-
-
 def _image_block(url: str, param: str) -> dict[str, Any]:
     if url.startswith("data:"):
-        header, _, data = url.partition(",")
-        media_type = header[5:].split(";")[0]
-        if ";base64" not in header or not data:
-            raise bad_request("image data URLs must be base64-encoded", param=param)
+        media_type, data = base64_data_url(url, param)
         return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
@@ -105,8 +84,7 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
                     block["cache_control"] = part["cache_control"]
                 blocks.append(block)
         elif kind == "image_url":
-            image = part.get("image_url") or {}
-            blocks.append(_image_block(image.get("url", "") if isinstance(image, dict) else image, f"{param}[{j}]"))
+            blocks.append(_image_block(image_url_of(part), f"{param}[{j}]"))
         else:
             raise bad_request(f"content part type '{kind}' is not supported for Anthropic models",
                               param=f"{param}[{j}]")
@@ -119,10 +97,7 @@ def _assistant_blocks(msg: dict[str, Any], param: str) -> list[dict[str, Any]]:
         [{"type": "text", "text": content}] if content else [])
     for k, call in enumerate(msg.get("tool_calls") or []):
         fn = call.get("function") or {}
-        try:
-            args = json.loads(fn.get("arguments") or "{}")
-        except ValueError:
-            raise bad_request("tool call arguments are not valid JSON", param=f"{param}.tool_calls[{k}]") from None
+        args = tool_call_arguments(call, f"{param}.tool_calls[{k}]")
         blocks.append({"type": "tool_use", "id": call.get("id"), "name": fn.get("name"), "input": args})
     return blocks
 
@@ -131,7 +106,7 @@ def _tool_result_block(msg: dict[str, Any], param: str) -> dict[str, Any]:
     if not msg.get("tool_call_id"):
         raise bad_request("tool messages need a tool_call_id", param=f"{param}.tool_call_id")
     return {"type": "tool_result", "tool_use_id": msg["tool_call_id"],
-            "content": _text_of(msg.get("content"), param)}
+            "content": text_of(msg.get("content"), param)}
 
 
 def _messages(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -141,7 +116,7 @@ def _messages(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[str,
     for i, msg in enumerate(messages):
         role, param = msg.get("role"), f"messages[{i}]"
         if role in ("system", "developer"):
-            system.append(_text_of(msg.get("content"), param))
+            system.append(text_of(msg.get("content"), param))
             continue
         if role == "user":
             anth_role, blocks = "user", _user_blocks(msg.get("content"), f"{param}.content")
@@ -353,10 +328,7 @@ class StreamTranslator:
         self.stopped = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return encode_json({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        })
+        return chunk_json(self.id, self.created, self.model, 0, delta, finish)
 
     def feed_sse(self, event: str, data: str) -> list[bytes]:
         """One SSE event as it came off the wire; anything but a JSON object is skipped."""
@@ -425,6 +397,4 @@ class StreamTranslator:
         if not self.stopped:
             raise UpstreamError(f"{self.provider}: stream ended before message_stop",
                                 status=None, category="connect")
-        return [encode_json({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                             "model": self.model, "choices": [],
-                             "usage": usage_to_openai(self.final_usage())})]
+        return [usage_chunk_json(self.id, self.created, self.model, self.final_usage())]

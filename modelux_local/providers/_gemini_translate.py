@@ -16,7 +16,8 @@ from typing import Any
 
 from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError, category_for_status
-from ._openai_shapes import bad_request, decode_json, encode_json, openai_error_body
+from ._openai_shapes import (bad_request, base64_data_url, check_params, chunk_json, decode_json, image_url_of,
+                             openai_error_body, text_of, tool_call_arguments, usage_chunk_json)
 
 REFUSED = {
     "logprobs": "log probabilities are not translated to Gemini",
@@ -87,37 +88,16 @@ def clean_schema(schema: Any, defs: dict[str, Any] | None = None, depth: int = 0
 # ---------------------------------------------------------------- request: OpenAI -> Gemini
 
 def _check_params(body: dict[str, Any]) -> None:
-    for key, value in body.items():
-        if key in REFUSED:
-            if value in (None, False, 0, {}, []):
-                continue
-            raise bad_request(f"'{key}' is not supported for Gemini models: {REFUSED[key]}", param=key)
-        if key not in KNOWN:
-            raise bad_request(f"'{key}' is not supported for Gemini models", param=key)
+    check_params(body, REFUSED, KNOWN, "Gemini")
     modalities = body.get("modalities")
     if modalities and set(modalities) != {"text"}:
         raise bad_request("only text output is translated for Gemini models", param="modalities")
 
 
-def _text_of(content: Any, param: str) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    texts = []
-    for part in content:
-        if part.get("type") != "text":
-            raise bad_request(f"only text parts are allowed in {param}", param=param)
-        texts.append(part.get("text", ""))
-    return "\n".join(texts)
-
-
 def _image_part(url: str, param: str) -> dict[str, Any]:
     if url.startswith("data:"):
-        header, _, data = url.partition(",")
-        if ";base64" not in header or not data:
-            raise bad_request("image data URLs must be base64-encoded", param=param)
-        return {"inlineData": {"mimeType": header[5:].split(";")[0], "data": data}}
+        mime_type, data = base64_data_url(url, param)
+        return {"inlineData": {"mimeType": mime_type, "data": data}}
     if url.startswith(("https://generativelanguage.googleapis.com/", "gs://", "https://www.youtube.com/")):
         return {"fileData": {"fileUri": url}}  # URIs Gemini resolves itself (Files API, GCS, YouTube)
     raise bad_request("Gemini cannot fetch arbitrary image URLs: send the image as a base64 data: URL "
@@ -135,8 +115,7 @@ def _content_parts(content: Any, param: str) -> list[dict[str, Any]]:
             if text:
                 parts.append({"text": text})
         elif kind == "image_url":
-            image = part.get("image_url") or {}
-            parts.append(_image_part(image.get("url", "") if isinstance(image, dict) else image, f"{param}[{j}]"))
+            parts.append(_image_part(image_url_of(part), f"{param}[{j}]"))
         else:
             raise bad_request(f"content part type '{kind}' is not supported for Gemini models", param=f"{param}[{j}]")
     return parts
@@ -147,10 +126,7 @@ def _call_parts(msg: dict[str, Any], param: str, names: dict[str, str],
     parts = []
     for k, call in enumerate(msg.get("tool_calls") or []):
         fn = call.get("function") or {}
-        try:
-            args = json.loads(fn.get("arguments") or "{}")
-        except ValueError:
-            raise bad_request("tool call arguments are not valid JSON", param=f"{param}.tool_calls[{k}]") from None
+        args = tool_call_arguments(call, f"{param}.tool_calls[{k}]")
         names[call.get("id")] = fn.get("name")
         part: dict[str, Any] = {"functionCall": {"name": fn.get("name"), "args": args}}
         sig = signatures.get(call.get("id"))
@@ -165,7 +141,7 @@ def _response_part(msg: dict[str, Any], param: str, names: dict[str, str]) -> di
     if name is None:
         raise bad_request("tool message answers no earlier assistant tool_call (tool_call_id not found)",
                           param=f"{param}.tool_call_id")
-    text = _text_of(msg.get("content"), param)
+    text = text_of(msg.get("content"), param)
     try:
         parsed = json.loads(text)
     except ValueError:
@@ -182,7 +158,7 @@ def _contents(messages: list[dict[str, Any]], signatures: dict[str, str]) -> tup
     for i, msg in enumerate(messages):
         role, param = msg.get("role"), f"messages[{i}]"
         if role in ("system", "developer"):
-            system.append(_text_of(msg.get("content"), param))
+            system.append(text_of(msg.get("content"), param))
             continue
         if role == "user":
             g_role, parts = "user", _content_parts(msg.get("content"), f"{param}.content")
@@ -396,10 +372,7 @@ class StreamTranslator:
         self.tool_counts: dict[int, int] = {}  # candidate index -> tool calls emitted so far
 
     def _chunk(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return encode_json({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        })
+        return chunk_json(self.id, self.created, self.model, index, delta, finish)
 
     def feed_sse(self, event: str, data: str) -> list[bytes]:
         """One SSE event as it came off the wire (Gemini names no events); non-JSON is skipped."""
@@ -444,8 +417,7 @@ class StreamTranslator:
             self.raw_usage.append(self.usage)  # cumulative: only the final one counts
         if not self.started:
             raise UpstreamError(f"{self.provider}: stream ended without any chunk", status=None, category="connect")
-        return [encode_json({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                             "model": self.model, "choices": [], "usage": usage_to_openai(self.final_usage())})]
+        return [usage_chunk_json(self.id, self.created, self.model, self.final_usage())]
 
 
 # ---------------------------------------------------------------- embeddings

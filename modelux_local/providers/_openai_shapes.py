@@ -7,10 +7,12 @@
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
 
+from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError
 
 encode_json = msgspec.json.Encoder().encode
@@ -36,3 +38,67 @@ def bad_request(message: str, *, param: str | None = None, code: str | None = No
         category=None,
         body=openai_error_body(message, "invalid_request_error", code or "unsupported_parameter", param),
     )
+
+
+# ---------------------------------------------------------------- what both translators read
+
+def check_params(body: dict[str, Any], refused: dict[str, str], known: set[str], vendor: str) -> None:
+    """Refuses with a 400 naming it any field the vendor cannot honour, or that nobody mapped."""
+    for key, value in body.items():
+        if key in refused:
+            if value in (None, False, 0, {}, []):
+                continue  # explicitly off: harmless
+            raise bad_request(f"'{key}' is not supported for {vendor} models: {refused[key]}", param=key)
+        if key not in known:
+            raise bad_request(f"'{key}' is not supported for {vendor} models", param=key)
+
+
+def text_of(content: Any, param: str) -> str:
+    """The text of a system/developer/tool content: a string or text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        if part.get("type") != "text":
+            raise bad_request(f"only text parts are allowed in {param}", param=param)
+        texts.append(part.get("text", ""))
+    return "\n".join(texts)
+
+
+def image_url_of(part: dict[str, Any]) -> str:
+    """An `image_url` content part's URL (an object with `url`, or the bare string some clients send)."""
+    image = part.get("image_url") or {}
+    return image.get("url", "") if isinstance(image, dict) else image
+
+
+def base64_data_url(url: str, param: str) -> tuple[str, str]:
+    """(media type, base64 data) of a `data:` URL; other encodings are refused."""
+    header, _, data = url.partition(",")
+    if ";base64" not in header or not data:
+        raise bad_request("image data URLs must be base64-encoded", param=param)
+    return header[5:].split(";")[0], data
+
+
+def tool_call_arguments(call: dict[str, Any], param: str) -> Any:
+    """An assistant tool call's `function.arguments`, parsed (both vendors want an object back)."""
+    try:
+        return json.loads((call.get("function") or {}).get("arguments") or "{}")
+    except ValueError:
+        raise bad_request("tool call arguments are not valid JSON", param=param) from None
+
+
+def chunk_json(id_: str, created: int, model: str, index: int, delta: dict[str, Any],
+               finish: str | None = None) -> bytes:
+    """One `chat.completion.chunk` with a single choice."""
+    return encode_json({
+        "id": id_, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    })
+
+
+def usage_chunk_json(id_: str, created: int, model: str, usage: Usage) -> bytes:
+    """The closing chunk every stream ends with: no choices, the usage."""
+    return encode_json({"id": id_, "object": "chat.completion.chunk", "created": created, "model": model,
+                        "choices": [], "usage": usage_to_openai(usage)})
