@@ -497,3 +497,56 @@ def test_promotion_gate_example_loads(tmp_path):
     gate = load_dir(d).server.promotion
     assert (gate.max_success_drop_pp, gate.max_p95_latency_increase_pct, gate.max_error_rate_increase_pp) == (2, 25, 1)
     assert gate.embedder == "@embedder" and gate.judge == "@judge" and gate.judge_rubric.startswith("Which answer")
+
+
+# -- figures stated in prose ---------------------------------------------------------------------
+
+def test_the_webhook_retry_span_stated_is_the_schedule():
+    from modelux_local.analytics.webhooks import MAX_ATTEMPTS, backoff_s
+
+    stated = re.search(r"for (\d+) attempts \(about (\d+) minutes\)", README.read_text())
+    assert stated, "README budgets section: the webhook retry sentence changed"
+    attempts, minutes = int(stated.group(1)), int(stated.group(2))
+    assert attempts == MAX_ATTEMPTS
+    assert round(sum(backoff_s(n) for n in range(1, attempts)) / 60) == minutes
+
+
+def _cli_options() -> tuple[set[str], set[str]]:
+    """Every command path (`config promote`) and every option string of the modelux-local parser."""
+    import argparse
+
+    from modelux_local import cli
+
+    cli._load_extras()
+    commands, options = set(), set()
+
+    def walk(parser, path):
+        for action in parser._actions:
+            options.update(o for o in action.option_strings if o.startswith("--"))
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    commands.add(" ".join([*path, name]))
+                    walk(sub, [*path, name])
+
+    walk(cli.build_parser(), [])
+    return commands, options
+
+
+def test_commands_and_flags_named_in_the_readme_exist():
+    text = README.read_text()
+    commands, options = _cli_options()
+    bench = "\n".join(p.read_text() for p in (ROOT / "bench").glob("*.py"))
+    spans = re.findall(r"`([^`\n]+)`", text) + [line for e in examples().values() for line in e.text.splitlines()]
+    unknown = {f for span in spans for f in re.findall(r"(?<![\w-])--[a-z][a-z-]*", span)
+               if f not in options and f'"{f}"' not in bench}
+    assert not unknown, f"flags in README that no command takes: {sorted(unknown)}"
+    for span in spans:
+        for m in re.finditer(r"(?:^|\$ |\s)modelux(?:-local)? ([a-z]+)(?: ([a-z]+))?", span):
+            cmd, sub = m.group(1), m.group(2)
+            assert cmd in commands, span
+            if any(c.startswith(cmd + " ") for c in commands):  # a group: config, replays, logs
+                assert f"{cmd} {sub}" in commands, span
+    from bench.run import SECTIONS
+
+    for section in re.findall(r"scripts/bench --only (\w+)", text):
+        assert section in SECTIONS, section
