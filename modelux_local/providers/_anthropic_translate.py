@@ -11,9 +11,9 @@ import time
 from typing import Any
 
 from ..core.usage import Usage, usage_to_openai
-from ..errors import UpstreamError, category_for_status
-from ._openai_shapes import (bad_request, base64_data_url, check_params, chunk_json, decode_json, image_url_of,
-                             openai_error_body, text_of, tool_call_arguments, usage_chunk_json)
+from ..errors import UpstreamError
+from ._openai_shapes import (bad_request, base64_data_url, check_params, chunk_json, decode_json, error_object,
+                             image_url_of, text_of, tool_call_arguments, usage_chunk_json, vendor_error)
 from ._openai_shapes import encode_json  # noqa: F401  (bench/providers.py encodes through atr.encode_json)
 
 DEFAULT_VERSION = "2023-06-01"
@@ -301,15 +301,11 @@ ERROR_MAP = {  # Anthropic error type -> (status when absent, OpenAI type, OpenA
 
 def error_from_anthropic(status: int | None, payload: Any, provider: str) -> UpstreamError:
     """An UpstreamError with an OpenAI-shaped body for an Anthropic error (HTTP or stream event)."""
-    err = payload.get("error") if isinstance(payload, dict) else None
-    err = err if isinstance(err, dict) else {}
+    err = error_object(payload)
     etype = err.get("type") or "api_error"
     default_status, otype, code = ERROR_MAP.get(etype, (500, "server_error", None))
     status = status or default_status
-    message = err.get("message") or f"HTTP {status}"
-    body = openai_error_body(message, otype, code or etype, None)
-    return UpstreamError(f"{provider}: {etype}: {message}", status=status,
-                         category=category_for_status(status), body=body)
+    return vendor_error(provider, etype, status, err.get("message") or f"HTTP {status}", otype, code or etype)
 
 
 # ---------------------------------------------------------------- streaming

@@ -15,9 +15,10 @@ import time
 from typing import Any
 
 from ..core.usage import Usage, usage_to_openai
-from ..errors import UpstreamError, category_for_status
-from ._openai_shapes import (bad_request, base64_data_url, check_params, chunk_json, decode_json, image_url_of,
-                             openai_error_body, text_of, tool_call_arguments, usage_chunk_json)
+from ..errors import UpstreamError
+from ._openai_shapes import (bad_request, base64_data_url, check_params, chunk_json, decode_json, error_object,
+                             image_url_of, openai_error_body, text_of, tool_call_arguments, usage_chunk_json,
+                             vendor_error)
 
 REFUSED = {
     "logprobs": "log probabilities are not translated to Gemini",
@@ -344,17 +345,14 @@ def error_from_gemini(status: int | None, payload: Any, provider: str) -> Upstre
     """Gemini answers errors as {"error": {"code", "message", "status"}} (also as a list of one)."""
     if isinstance(payload, list) and payload:
         payload = payload[0]
-    err = payload.get("error") if isinstance(payload, dict) else None
-    err = err if isinstance(err, dict) else {}
+    err = error_object(payload)
     rpc = err.get("status") or ""
     default_status, otype, code = STATUS_MAP.get(rpc, (err.get("code") or 500, "server_error", None))
     status = status or default_status
     if otype == "server_error" and status < 500:
         otype = "invalid_request_error"
-    message = err.get("message") or f"HTTP {status}"
-    body = openai_error_body(message, otype, code or (rpc.lower() or None), None)
-    return UpstreamError(f"{provider}: {rpc or status}: {message}", status=status,
-                         category=category_for_status(status), body=body)
+    return vendor_error(provider, rpc or status, status, err.get("message") or f"HTTP {status}", otype,
+                        code or (rpc.lower() or None))
 
 
 # ---------------------------------------------------------------- streaming

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from ..core.usage import Usage, usage_to_openai
-from ..errors import UpstreamError
+from ..errors import UpstreamError, category_for_status
 
 encode_json = msgspec.json.Encoder().encode
 
@@ -38,6 +38,18 @@ def bad_request(message: str, *, param: str | None = None, code: str | None = No
         category=None,
         body=openai_error_body(message, "invalid_request_error", code or "unsupported_parameter", param),
     )
+
+
+def error_object(payload: Any) -> dict[str, Any]:
+    """The `error` object of a vendor's error answer, or {} when there is none."""
+    err = payload.get("error") if isinstance(payload, dict) else None
+    return err if isinstance(err, dict) else {}
+
+
+def vendor_error(provider: str, label: Any, status: int, message: str, type_: str, code: str | None) -> UpstreamError:
+    """A translating kind's upstream error: routed by its status, with an OpenAI-shaped body."""
+    return UpstreamError(f"{provider}: {label}: {message}", status=status, category=category_for_status(status),
+                         body=openai_error_body(message, type_, code, None))
 
 
 # ---------------------------------------------------------------- what both translators read
