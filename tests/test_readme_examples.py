@@ -114,7 +114,7 @@ def keys_in(doc) -> set[str]:
     return set()
 
 
-def shape(line: str) -> str:
+def shape(line: str) -> list[str]:
     """A line with its figures blanked, to compare a README output line with a real one."""
     line = re.sub(r"\d{4}-\d\d-\d\d", "#", line)
     return re.sub(r"(?<![\w-])\$?\d[\d,.]*(ms|s|%)?(?![\w-])", "#", line).split()
