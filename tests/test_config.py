@@ -125,9 +125,19 @@ def test_serve_refuses_bad_config_and_remote_host(tmp_path):
     d = write_config(tmp_path / "bad", {"modelux.toml": "[providers.mock]\nkind = 'mock'\nbogus = 1\n",
                                         "a.toml": ""})
     out = cli("serve", "--headless", "--config-dir", str(d), "--data-dir", str(tmp_path / "data"))
-    assert out.returncode == 2 and "unknown key 'bogus'" in out.stderr and "modelux.toml:3" in out.stderr
+    assert out.returncode == 1 and "unknown key 'bogus'" in out.stderr and "modelux.toml:3" in out.stderr
     out = cli("serve", "--headless", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "data"))
     assert out.returncode == 2 and "--allow-remote" in out.stderr and "MODELUX_TOKEN" in out.stderr
+
+
+def test_serve_says_so_when_the_port_is_taken(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = cli("serve", "--headless", "--port", str(port), "--data-dir", str(tmp_path / "data"))
+    assert out.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in out.stderr and "in use" in out.stderr
 
 
 def test_token_required_when_set(tmp_path):

@@ -107,3 +107,27 @@ def test_export_bad_input(recorded, tmp_path):
     out = subprocess.run([sys.executable, "-m", "modelux_local", "export", "--jsonl", "-", "--data-dir",
                           str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 1 and "no database at" in out.stderr
+
+
+def test_export_usage_mistakes_and_seq(recorded, tmp_path):
+    bad = [("--jsonl", "-", "--batch", "0"), ("--jsonl", "-", "--header", "k=v"), ("--otlp", "not-a-url")]
+    for args in bad:
+        r = recorded.cli("export", *args, check=False)
+        assert r.returncode == 2 and r.stderr.strip(), args
+    r = recorded.cli("export", "--jsonl", str(tmp_path / "no" / "such" / "dir.jsonl"), check=False)
+    assert r.returncode == 1 and "cannot write" in r.stderr and "Traceback" not in r.stderr
+    lines = [json.loads(x) for x in recorded.cli("export", "--jsonl", "-").stdout.splitlines()]
+    assert [x["seq"] for x in lines if x["run_id"] == "exp-run"] == [1, 2, 3]
+
+
+def test_readme_export_example_runs(recorded, tmp_path):
+    from .test_readme_examples import examples
+    col = Collector()
+    lines = [line.split("#")[0].split() for line in examples()["export-cli"].text.splitlines() if line.strip()]
+    for argv in lines:
+        assert argv[:2] == ["modelux-local", "export"]
+        argv = [col.url if a == "http://127.0.0.1:4318" else str(tmp_path / a) if a.endswith(".jsonl") else a
+                for a in argv[2:]]
+        recorded.cli("export", *argv)
+    assert len(col.spans()) >= 5
+    assert len((tmp_path / "calls.jsonl").read_text().splitlines()) >= 4

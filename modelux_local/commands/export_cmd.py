@@ -7,6 +7,7 @@ import time
 
 from ..core.durations import DurationError, since_timestamp
 from ..settings import resolve_paths
+from ._common import USAGE, fail, no_database, positive_int
 
 
 def register(sub, config_sub, common) -> None:
@@ -20,7 +21,7 @@ def register(sub, config_sub, common) -> None:
     p.add_argument("--include-replays", action="store_true", help="also export calls made by replays")
     p.add_argument("--header", action="append", default=[], metavar="K=V",
                    help="extra HTTP header for --otlp (repeatable; OTEL_EXPORTER_OTLP_HEADERS is read too)")
-    p.add_argument("--batch", type=int, default=500, help="spans per OTLP request (default 500)")
+    p.add_argument("--batch", type=positive_int, default=500, help="calls per OTLP request (default 500)")
     p.set_defaults(func=run)
 
 
@@ -32,12 +33,14 @@ def run(args) -> int:
     try:
         since = since_timestamp(args.since)
     except DurationError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(str(e), USAGE)
+    if args.jsonl and args.header:
+        return fail("--header applies to --otlp only", USAGE)
+    if args.otlp and not args.otlp.startswith(("http://", "https://")):
+        return fail(f"--otlp {args.otlp!r} is not an http(s) URL (e.g. http://127.0.0.1:4318)", USAGE)
     paths = resolve_paths(args.data_dir, args.config_dir)
     if not paths.db_path.exists():
-        print(f"error: no database at {paths.db_path} (pass --data-dir or set MODELUX_HOME)", file=sys.stderr)
-        return 1
+        return no_database(paths)
     try:
         kinds = {n: p.kind for n, p in load_dir(paths.config_dir).server.providers.items()}
     except ConfigError:
@@ -82,7 +85,10 @@ def _jsonl(conn, args, since) -> int:
     from ..export import count_calls, iter_calls, jsonl_line
 
     meter = _Meter(count_calls(conn, since, args.include_replays), "calls")
-    out = sys.stdout.buffer if args.jsonl == "-" else open(args.jsonl, "wb")
+    try:
+        out = sys.stdout.buffer if args.jsonl == "-" else open(args.jsonl, "wb")
+    except OSError as e:
+        return fail(f"cannot write {args.jsonl}: {e.strerror}")
     n = 0
     try:
         for step in iter_calls(conn, since, args.include_replays):
@@ -105,7 +111,7 @@ def _headers(pairs: list[str]) -> dict[str, str] | None:
     for item in items:
         k, sep, v = item.partition("=")
         if not sep or not k.strip():
-            print(f"error: header {item!r} is not K=V", file=sys.stderr)
+            fail(f"header {item!r} is not K=V", USAGE)
             return None
         out[k.strip().lower()] = v.strip()
     return out

@@ -45,6 +45,24 @@ def _log_calls(conn, records) -> None:
                  f" ${cost:.6f}" if cost is not None else (" unpriced" if u else ""))
 
 
+def _port_taken(host: str, port: int) -> str | None:
+    """Why (host, port) cannot be bound, checked before anything starts; None when it can."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        return f"cannot resolve {host!r} ({e.strerror})"
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind(addr)
+        except OSError as e:
+            return e.strerror.lower() if e.strerror else str(e)
+    return None
+
+
 def freeze_startup_heap() -> None:
     """Moves everything allocated at startup (price tables, frameworks, config) out of the
     cyclic GC's reach. A full collection over that heap took 50-80 ms here and stalls every
@@ -66,7 +84,7 @@ def run(args) -> int:
         rt = Runtime(paths)
     except ConfigError as e:
         print(f"modelux-local: config refused: {e.message}", file=sys.stderr)
-        return 2
+        return 1
     server_cfg = rt.configs.server.server
     host = args.host or server_cfg.host
     port = args.port if args.port is not None else server_cfg.port
@@ -75,6 +93,11 @@ def run(args) -> int:
             print(f"modelux-local: refusing to listen on non-loopback host {host!r}: pass --allow-remote and set "
                   "MODELUX_TOKEN (clients then send it as their API key)", file=sys.stderr)
             return 2
+    busy = _port_taken(host, port)
+    if busy:
+        print(f"modelux-local: cannot listen on {host}:{port}: {busy} (another server running? pass --port)",
+              file=sys.stderr)
+        return 1
     if not args.quiet:
         rt.writer.after_batch.append(_log_calls)
     app = create_app(rt)

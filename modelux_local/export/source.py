@@ -22,6 +22,7 @@ def iter_calls(conn: apsw.Connection, since: float | None, include_replays: bool
     where, args = _where(since, include_replays)
     bodies = ", request, response" if with_bodies else ""
     last = (-1.0, "")
+    seq: dict[str, int] = {}  # run -> seq of the last exported call (the run may start before --since)
     while True:
         page = list(conn.execute(
             f"SELECT {STEP_COLUMNS}{bodies} FROM calls {where} {'AND' if where else 'WHERE'} "
@@ -30,6 +31,14 @@ def iter_calls(conn: apsw.Connection, since: float | None, include_replays: bool
             return
         for row in page:
             step = step_from_row(row[:len(row) - (2 if with_bodies else 0)], None)
+            run_id = step["run_id"]
+            if run_id:
+                if run_id not in seq:
+                    seq[run_id] = conn.execute("SELECT count(*) FROM calls WHERE run_id = ? AND (started_at < ? OR "
+                                               "(started_at = ? AND call_id < ?))",
+                                               (run_id, row[2], row[2], row[0])).fetchone()[0]
+                seq[run_id] += 1
+                step["seq"] = seq[run_id]
             step["started_ts"] = row[2]
             step["ended_ts"] = row[2] + (step["latency_ms"] or 0) / 1000
             if with_bodies:
