@@ -140,8 +140,8 @@ async def test_rows_update_in_place_and_the_cursor_stays_on_its_run(server):
         runs = app.screen
         table = runs.query_one("#runs")
         await until(lambda: first in runs.shown, what=f"a row for {first}")
-        table.move_cursor(row=table.get_row_index(first))
-        await pilot.pause()
+        await pilot.press("down", "up")  # the user picks the run (the newest, on top)
+        assert runs.current_run_id() == first
         # a new run starts (sorted newest first, it lands above) while the first one gets a call more
         newer = await asyncio.to_thread(agent_run, server, 1)
         client = client_for(server)

@@ -9,7 +9,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from .data import DataSource
+from .data import NOTHING_TO_ROLL_BACK, DataSource
 from .screens.configs import ConfigsScreen
 from .screens.dialogs import ChooseScreen, ConfirmScreen, HelpScreen
 from .screens.replay import ReplayScreen
@@ -93,7 +93,11 @@ class ModeluxApp(App):
             if name:
                 self.push_screen(ReplayScreen(self.data, run_ids, name))
 
-        self.push_screen(ChooseScreen(f"replay {len(run_ids)} run(s) against which config?", configs, labels), chosen)
+        # the cursor starts on a candidate: replaying against the serving config compares it with itself
+        serving = {name for name, _, is_serving in self.data.config_choices() if is_serving}
+        first = next((i for i, name in enumerate(configs) if name not in serving), 0)
+        self.push_screen(ChooseScreen(f"replay {len(run_ids)} run(s) against which config?", configs, labels,
+                                      highlighted=first), chosen)
 
     def _config_options(self) -> tuple[list[str], list[Text]]:
         """Config names, and how a chooser shows them: which one serves, and each one's description."""
@@ -127,6 +131,9 @@ class ModeluxApp(App):
             self.notify("rollback is not available in this build", severity="warning")
             return
         plan = self.data.rollback_plan(None)
+        if plan == NOTHING_TO_ROLL_BACK:  # no question to ask
+            self.notify(plan, severity="warning")
+            return
         self.push_screen(ConfirmScreen(f"Roll back?\n{plan}"), lambda yes: yes and self._do(self.data.rollback))
 
     def _do(self, fn, *args) -> None:

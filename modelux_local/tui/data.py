@@ -26,6 +26,7 @@ from ..storage.db import connect, open_db
 from ..storage.queries import Reader
 
 _dec = msgspec.json.Decoder()
+NOTHING_TO_ROLL_BACK = "nothing to roll back: no promotion in the audit trail"
 
 RUNS_LIMIT = 300          # the live table shows the most recent runs; older ones are a `runs` query away
 SPARK_MINUTES = 30
@@ -442,7 +443,7 @@ class DataSource:
         if candidate is None:
             last = conn.execute("SELECT name, from_number, to_number FROM config_audit ORDER BY id DESC LIMIT 1").fetchone()
             if last is None:
-                return "nothing to roll back: no promotion in the audit trail"
+                return NOTHING_TO_ROLL_BACK
             info = promotion.version_info(conn, last[1]) or {}
             return (f"@{last[0]} goes back from version {last[2]} to version {last[1]} "
                     f"(content {info.get('content_version')}, from {info.get('source')})")

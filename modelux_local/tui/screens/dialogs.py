@@ -67,8 +67,10 @@ class ConfirmScreen(ModalScreen[bool]):
 class ChooseScreen(ModalScreen[str | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, options: list[str], labels: list[RenderableType] | None = None):
+    def __init__(self, title: str, options: list[str], labels: list[RenderableType] | None = None,
+                 highlighted: int = 0):
         super().__init__()
+        self.start = highlighted
         self.title_text = title
         self.options = options            # what the dialog returns
         self.labels = labels or options   # what it shows (a name with its description)
@@ -81,7 +83,7 @@ class ChooseScreen(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         choices = self.query_one(OptionList)
-        choices.highlighted = 0
+        choices.highlighted = self.start
         choices.focus()
 
     @on(OptionList.OptionSelected)

@@ -43,6 +43,52 @@ SORTS: dict[str, Callable[[RunRow], object]] = {
 REFRESH_S = 1.0
 
 
+class RunsTable(DataTable):
+    """The runs table. Until the user moves the cursor (`picked`) it stays on the top row, so the newest
+    run is under it as runs arrive; once the user picked a run, the cursor stays on that run."""
+
+    picked = False
+
+    def _pick(self) -> None:
+        self.picked = True
+
+    def action_cursor_up(self) -> None:
+        self._pick()
+        super().action_cursor_up()
+
+    def action_cursor_down(self) -> None:
+        self._pick()
+        super().action_cursor_down()
+
+    def action_page_up(self) -> None:
+        self._pick()
+        super().action_page_up()
+
+    def action_page_down(self) -> None:
+        self._pick()
+        super().action_page_down()
+
+    def action_scroll_top(self) -> None:
+        self._pick()
+        super().action_scroll_top()
+
+    def action_scroll_bottom(self) -> None:
+        self._pick()
+        super().action_scroll_bottom()
+
+    def action_scroll_home(self) -> None:  # home / end: first / last row (the row cursor never scrolls sideways)
+        self._pick()
+        self.move_cursor(row=0)
+
+    def action_scroll_end(self) -> None:
+        self._pick()
+        self.move_cursor(row=self.row_count - 1)
+
+    async def _on_click(self, event) -> None:
+        self._pick()
+        await super()._on_click(event)
+
+
 def matches(run: RunRow, query: str) -> bool:
     """Every word must match: `k=v` a tag exactly, anything else a substring of id, agent, status, tags, flags."""
     hay = " ".join([run.run_id, run.agent or "", run.status, *run.tags.values(), *run.anomalies]).lower()
@@ -92,7 +138,7 @@ class RunsScreen(Screen):
             yield Static(id="pulse-text")
             yield Sparkline([0.0], id="spark")
         yield Static(id="runs-status")
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield RunsTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(id="runs-empty")
         yield Input(placeholder="filter: words or tag k=v  (enter: keep, esc: clear)", id="filter")
         yield Footer()
@@ -110,6 +156,8 @@ class RunsScreen(Screen):
         if layout != self.columns:
             self._set_columns(layout)
             self._sync_table()
+        else:
+            self._show_status()  # the legend is shown when it fits the width
 
     # -- columns that fit ------------------------------------------------------------------
 
@@ -247,7 +295,7 @@ class RunsScreen(Screen):
             else:
                 for key, a, b in zip(self.columns, old, cells):
                     if _look(a) != _look(b):
-                        table.update_cell(r.run_id, key, b)
+                        table.update_cell(r.run_id, key, b, update_width=True)
                         reorder = reorder or key in ("cost", "calls", "duration", "budget")
             self.shown[r.run_id] = cells
         restore, self._restore_cursor = self._restore_cursor, None
@@ -258,7 +306,9 @@ class RunsScreen(Screen):
         self._show_empty()
 
     def _resort(self, keep_cursor: bool = True, current: str | None = None) -> None:
-        table = self.query_one("#runs", DataTable)
+        table = self.query_one("#runs", RunsTable)
+        if not table.picked:  # the user has not chosen a run: the top row (the newest run by default)
+            keep_cursor, current = False, None
         current = current or (self.current_run_id() if keep_cursor else None)
         value = SORTS[self.sort_by]
         table.sort("run", key=lambda cell: (value(self.runs[cell.plain]) if cell.plain in self.runs else 0,
@@ -281,7 +331,7 @@ class RunsScreen(Screen):
             text = Text.assemble((f"✗ config edit refused{': ' + where if where else ''} (c: details)", "bold red"),
                                  "  ·  ", text)
         legend = f"  ·  ● running ✓ done ✗ aborted {MARK} marked"
-        if self.narrow and text.cell_len + len(legend) < self.size.width - 2:
+        if self.narrow and text.cell_len + len(legend) < (self.size.width or self.app.size.width) - 2:
             text.append(legend, style="dim")
         if self._status_text is None or _look(text) != _look(self._status_text):
             self._status_text = text
@@ -340,8 +390,9 @@ class RunsScreen(Screen):
             cells = self._cells(self.runs[run_id])
             for key, a, b in zip(self.columns, self.shown[run_id], cells):
                 if _look(a) != _look(b):
-                    table.update_cell(run_id, key, b)
+                    table.update_cell(run_id, key, b, update_width=True)
             self.shown[run_id] = cells
+        table.picked = True  # marking is choosing: the cursor now stays with the runs, not the top row
         if table.cursor_row < table.row_count - 1:
             table.move_cursor(row=table.cursor_row + 1)
         self._show_status()

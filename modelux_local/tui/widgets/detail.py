@@ -155,7 +155,8 @@ def render_attempt(a: dict, n: int) -> RenderableType:
             ("http", a.get("http_status") or "—"), ("latency", fmt.ms(a.get("latency_ms")))]
     if a.get("error"):
         rows.append(("error", Text(str(a["error"]), style="red")))
-    extra = {k: v for k, v in a.items() if k not in {"provider", "model", "status", "http_status", "latency_ms", "error"}}
+    extra = {k: v for k, v in a.items()
+             if v is not None and k not in {"provider", "model", "status", "http_status", "latency_ms", "error"}}
     parts: list[RenderableType] = [_section(f"Attempt {n}"), _kv(rows)]
     if extra:
         parts.append(_json(extra))
