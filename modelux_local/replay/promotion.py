@@ -86,6 +86,7 @@ def gate(report: dict | None, settings: PromotionSection) -> list[str]:
     if report.get("runs_replayed", 0) == 0:
         fails.append(f"replay {report['replay_id']} replayed no run")
     d = report.get("delta") or {}
+    label = {"agent_success": "agent success", "p95_latency_s": "p95 latency", "error_rate": "error rate"}
     checks = [
         ("agent_success", lambda v: -v * 100 > settings.max_success_drop_pp,
          lambda v: f"agent success drops {-v * 100:.1f}pp (max_success_drop_pp = {settings.max_success_drop_pp:g})"),
@@ -99,7 +100,7 @@ def gate(report: dict | None, settings: PromotionSection) -> list[str]:
     for metric, failing, say in checks:
         v = d.get(metric)
         if v is None:
-            fails.append(f"{metric.replace('_', ' ')} not measured by replay {report['replay_id']} "
+            fails.append(f"{label[metric]} not measured by replay {report['replay_id']} "
                          f"({report.get('mode')} mode)")
         elif failing(v):
             fails.append(say(v))
