@@ -199,3 +199,12 @@ def test_the_budget_meter_shows_the_limit_the_run_is_closest_to():
     assert fmt.meter(1.0, 5, "calls").plain == "█████ 100% calls"
     assert fmt.abort_label("run 'r' exceeded its budget: max_calls = 3 (3 calls made)") == "max_calls=3"
     assert fmt.abort_label("the agent is stuck retrying the same search forever") == "the agent is stuck re…"
+
+
+def test_a_refused_call_has_no_route_in_its_tree_label():
+    from modelux_local.tui.screens.run import call_label
+
+    step = {"seq": 4, "alias": "@executor", "status": "aborted", "attempts": [], "provider": None, "model": None,
+            "input_tokens": None, "output_tokens": None, "cost_usd": None, "latency_ms": 0.0}
+    assert call_label(step).plain == "#4 @executor aborted refused before routing"  # was "… — 0ms — → None/None"
+

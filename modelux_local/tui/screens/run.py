@@ -38,6 +38,9 @@ def call_label(step: dict) -> Text:
                       fmt.status_glyph(step["status"]) if ok else fmt.status(step["status"]))
     if len(step["attempts"]) > 1:
         t.append(f" ×{len(step['attempts'])}", style="yellow")
+    if step["provider"] is None:  # refused before any target was tried (a budget, an abort): no route, no cost
+        t.append(" refused before routing", style="dim")
+        return t
     t.append(f" {fmt.money(step['cost_usd'])} {fmt.ms(step['latency_ms'])} {tok}")
     t.append(f" → {step['provider']}/{step['model']}", style="dim")
     return t

@@ -421,7 +421,9 @@ class RunsScreen(Screen):
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.display = True
-        box.focus()
+        # focus now, not on the next loop turn (Widget.focus): keys typed right after `/` (a fast typist, a
+        # paste, tmux send-keys) went to the table, and the `c` of "coder" opened the configs screen
+        self.set_focus(box)
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)

@@ -100,7 +100,8 @@ def render_run(run: dict) -> RenderableType:
 
 def render_call(call: dict) -> RenderableType:
     parts: list[RenderableType] = [_section(f"Call #{call.get('seq') or '?'}  {call['call_id']}")]
-    route = f"{call.get('alias') or '(direct)'} → {call.get('provider')}/{call.get('model')}"
+    route = (f"{call.get('alias') or '(direct)'} → {call.get('provider')}/{call.get('model')}" if call.get("provider")
+             else f"{call.get('alias') or '(direct)'} (refused before a target was chosen)")
     parts.append(_kv([
         ("route", route), ("config", f"@{call.get('config')} {call.get('config_version')}"),
         ("status", Text.assemble(fmt.status(call["status"]), f"  HTTP {call['http_status']}")),
