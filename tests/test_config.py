@@ -186,3 +186,13 @@ def test_unknown_provider_in_a_later_alias_names_that_alias_line(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_dir(d)
     assert "alias @y: unknown provider 'gone'" in e.value.message and e.value.line == 7
+
+
+def test_type_errors_name_the_alias_not_a_placeholder(tmp_path):
+    d = write_config(tmp_path, {"modelux.toml": '[providers.mock]\nkind = "mock"\n',
+                                "a.toml": '[aliases.x]\ntargets = [{ provider = "mock", model = "m" }]\n\n'
+                                          '[aliases.planner]\ntargets = [{ provider = "mock", model = "m" }]\n'
+                                          'retries = "twice"\n'})
+    with pytest.raises(ConfigError) as e:
+        load_dir(d)
+    assert "aliases.planner.retries" in e.value.message and "[...]" not in e.value.message and e.value.line == 6

@@ -100,8 +100,10 @@ def _decode(text: str, path: Path, typ: type[T]) -> T:
             raise ConfigError(text_msg, file=str(path), line=line, key=key) from None
         names = re.findall(r"\.([A-Za-z0-9_\-]+)", at.group(1)) if at else []
         key = names[-1] if names else None
-        line = _locate(text, raw, key)[0] if key else None
+        line, table = _locate(text, raw, key) if key else (None, "")
         where = at.group(1).lstrip(".") if at else ""
+        if "[...]" in where and key:  # msgspec hides dict keys; name the real table instead
+            where = f"{table}.{key}" if table else key
         raise ConfigError(msg.split(" - at ")[0] + (f" for key {where!r}" if where else ""),
                           file=str(path), line=line, key=key) from None
 
