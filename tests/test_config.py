@@ -148,6 +148,13 @@ def test_token_required_when_set(tmp_path):
         ok = httpx.post(srv.base_url + "/chat/completions", json=body, headers={"authorization": "Bearer tok-123"})
         assert ok.status_code == 200
         assert srv.get("/healthz").status_code == 200
+        m = httpx.post(srv.base_url + "/messages", json={"model": "@executor", "max_tokens": 10,
+                                                          "messages": [{"role": "user", "content": "hi"}]})
+        assert m.status_code == 401 and m.json()["type"] == "error"  # Anthropic's shape on /v1/messages
+        assert m.json()["error"]["type"] == "authentication_error"
+        ok = httpx.post(srv.base_url + "/messages", headers={"x-api-key": "tok-123"}, json={
+            "model": "@executor", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+        assert ok.status_code == 200 and ok.json()["type"] == "message"
 
 
 def test_init_writes_a_starter_that_serves(tmp_path):

@@ -24,7 +24,11 @@ def error_response(e: ModeluxError, headers: dict | None = None) -> Response:
     return Response(error_body(e.message, e.type, e.code, e.param), status_code=e.status, media_type=JSON, headers=headers)
 
 
-def on_modelux_error(_: Request, e: ModeluxError) -> Response:
+def on_modelux_error(request: Request, e: ModeluxError) -> Response:
+    if request.url.path.startswith("/v1/messages"):  # Anthropic clients get Anthropic's error shape
+        from .messages import error_response as anthropic_error_response
+
+        return anthropic_error_response(e)
     return error_response(e)
 
 
