@@ -25,13 +25,14 @@ from ..core.usage import Usage, usage_from_openai
 from ..errors import AllTargetsFailed, ModeluxError, UpstreamError
 from ..pricing import PriceBook
 from ..providers import ChatRequest, build_provider
+from ..providers.messages_api import anthropic_request_to_openai
 from ..routing import Attempt, Plan, Router, execute
 from ..storage.record_rows import assemble_stream
 from .selection import OriginalCall, OriginalRun
 
 _enc = msgspec.json.Encoder().encode
 _dec = msgspec.json.Decoder().decode
-REPLAYABLE = ("chat", "embeddings")
+REPLAYABLE = ("chat", "embeddings", "messages")  # messages: replayed as the chat call it was translated to
 
 
 def new_call_id() -> str:
@@ -171,10 +172,15 @@ class Replayer:
         if not isinstance(body, dict):
             return ReplayedCall(oc, "skipped", error="recorded request is not a JSON object")
         body.pop("mlx:tags", None)
+        if oc.endpoint == "messages":  # the Anthropic body as received: replay what the gateway routed
+            try:
+                body, _ = anthropic_request_to_openai(body)
+            except ModeluxError as e:
+                return ReplayedCall(oc, "skipped", error=f"recorded /v1/messages request: {e.message}")
         requested = self.maps.get(str(body.get("model")), str(body.get("model")))
         body["model"] = requested
         started, t0 = time.time(), time.perf_counter()
-        stream = bool(body.get("stream")) and oc.endpoint == "chat"
+        stream = bool(body.get("stream")) and oc.endpoint != "embeddings"
         attempts: list[Attempt] = []
         try:
             plan = self.plan_for(requested)
@@ -234,7 +240,8 @@ class Replayer:
             decision.update(attempts_made=len(attempts), served_by=target.label if target else None,
                             replay={"replay_id": self.replay_id, "original_call_id": oc.call_id})
             await self.submit(CallRecord(
-                call_id=call_id, run_id=run_id, tags=tags, endpoint=oc.endpoint, started_at=started,
+                call_id=call_id, run_id=run_id, tags=tags, started_at=started,
+                endpoint="chat" if oc.endpoint == "messages" else oc.endpoint,  # the body stored is OpenAI's
                 alias=plan.alias if plan else None, config=self.candidate, config_version=self.version,
                 provider=provider, model=model, status=status, http_status=http_status, usage=usage,
                 latency_ms=latency, ttft_ms=None, stream=stream, attempts=[a.as_dict() for a in attempts],
