@@ -107,3 +107,20 @@ def test_tui_command_opens_on_a_stopped_servers_database(tmp_path):
         assert s.proc.wait(20) == 0
     finally:
         s.close()
+
+
+def test_a_closed_terminal_stops_serve_gracefully(tmp_path):
+    """Closing the terminal (no SIGHUP reaches a new session) used to leave serve spinning on EOF."""
+    data = tmp_path / "data"
+    s = PtyServe(data, free_port())
+    s.wait_for(b"spend today")
+    probe = ServerProcess(data)
+    probe.port = s.port
+    client = client_for(probe)
+    for i in range(3):
+        client.chat.completions.create(model="@executor", messages=[{"role": "user", "content": f"bye {i}"}],
+                                       extra_body={"mlx:tags": {"run_id": "closed-term"}})
+    os.close(s.master)  # the terminal goes away
+    s.proc.wait(15)
+    conn = connect(data / "modelux.db")
+    assert conn.execute("SELECT count(*) FROM calls WHERE run_id = 'closed-term'").fetchone()[0] == 3

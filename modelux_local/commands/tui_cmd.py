@@ -65,6 +65,7 @@ def serve_with_tui(rt, config, paths) -> int:
                      subtitle=f"serving http://{host}:{port}/v1 · log {log_path}")
     # SIGTERM stops like `q` (the default handler would skip draining the writer)
     signal.signal(signal.SIGTERM, lambda *_: app.exit())
+    signal.signal(signal.SIGHUP, lambda *_: app.exit())  # terminal closed: drain, don't die mid-write
     try:
         app.run()
     finally:

@@ -48,6 +48,19 @@ class ModeluxApp(App):
         # once the screens exist, take their widgets out of the cyclic GC's full scans too: in
         # `serve` a long gen-2 collection here would stall the proxy thread (same GIL)
         self.set_timer(2.0, _freeze_heap)
+        if not self.is_headless:
+            self.set_interval(1.0, self._exit_if_terminal_gone)
+
+    def _exit_if_terminal_gone(self) -> None:
+        """A closed terminal (window closed, ssh dropped) without a SIGHUP leaves stdin at EOF and
+        the input loop spinning; quit instead, so `serve` stops the proxy and drains the writer."""
+        import os
+        import sys
+
+        try:
+            os.get_terminal_size(sys.__stdout__.fileno())
+        except (OSError, ValueError):
+            self.exit()
 
     # -- navigation ------------------------------------------------------------------------
 
