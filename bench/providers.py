@@ -81,6 +81,7 @@ async def _phase(sess: aiohttp.ClientSession, origin: str, proxy, case: tuple, s
 def _micro(ctx: Context) -> dict:
     """µs per call of the pure translate functions (dicts in, dicts out) and with JSON at both ends."""
     from modelux_local.providers import _anthropic_translate as atr
+    from modelux_local.providers._openai_shapes import encode_json
     from modelux_local.providers import _gemini_translate as gtr
     from modelux_local.providers.messages_api import anthropic_request_to_openai, openai_response_to_anthropic
     from modelux_local.proxy.messages import AnthropicSSE
@@ -109,16 +110,16 @@ def _micro(ctx: Context) -> dict:
         "anthropic kind (request + response)": (
             lambda: (atr.request_to_anthropic(openai_body, "claude-haiku-4-5", 4096),
                      atr.response_to_openai(anth_resp, "claude-haiku-4-5")),
-            lambda: (atr.encode_json(atr.request_to_anthropic(json.loads(raw_openai), "claude-haiku-4-5", 4096)),
-                     atr.encode_json(atr.response_to_openai(json.loads(raw_ant_resp), "claude-haiku-4-5")[0]))),
+            lambda: (encode_json(atr.request_to_anthropic(json.loads(raw_openai), "claude-haiku-4-5", 4096)),
+                     encode_json(atr.response_to_openai(json.loads(raw_ant_resp), "claude-haiku-4-5")[0]))),
         "gemini kind (request + response)": (
             lambda: (gtr.request_to_gemini(openai_body, {}), gtr.response_to_openai(gem_resp, "gemini-2.5-flash", {}, "g")),
-            lambda: (atr.encode_json(gtr.request_to_gemini(json.loads(raw_openai), {})),
-                     atr.encode_json(gtr.response_to_openai(json.loads(raw_gem_resp), "gemini-2.5-flash", {}, "g")[0]))),
+            lambda: (encode_json(gtr.request_to_gemini(json.loads(raw_openai), {})),
+                     encode_json(gtr.response_to_openai(json.loads(raw_gem_resp), "gemini-2.5-flash", {}, "g")[0]))),
         "/v1/messages in (request + response)": (
             lambda: (anthropic_request_to_openai(dict(anth_body)), openai_response_to_anthropic(openai_resp, "m")),
-            lambda: (atr.encode_json(anthropic_request_to_openai(json.loads(raw_anth))[0]),
-                     atr.encode_json(openai_response_to_anthropic(json.loads(raw_oai_resp), "m")))),
+            lambda: (encode_json(anthropic_request_to_openai(json.loads(raw_anth))[0]),
+                     encode_json(openai_response_to_anthropic(json.loads(raw_oai_resp), "m")))),
         "/v1/messages stream, per chunk": (lambda: sse.payload(chunk), lambda: sse.payload(chunk)),
     }
     n = 2000 if ctx.quick else 20000

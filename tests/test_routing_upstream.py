@@ -3,7 +3,6 @@ timeouts, load balancing, streaming pass-through, disconnects."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import httpx

@@ -14,7 +14,6 @@ from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError
 from ._openai_shapes import (bad_request, base64_data_url, check_params, chunk_json, decode_json, error_object,
                              image_url_of, text_of, tool_call_arguments, usage_chunk_json, vendor_error)
-from ._openai_shapes import encode_json  # noqa: F401  (bench/providers.py encodes through atr.encode_json)
 
 DEFAULT_VERSION = "2023-06-01"
 

@@ -19,9 +19,8 @@ import apsw
 import msgspec
 
 from ..config.loader import ConfigSet, content_version, parse_routing_text
-from ..config.schema import PromotionSection, RoutingConfig
+from ..config.schema import PromotionSection
 from ..errors import BadRequest, ConfigError, ModeluxError, NotFound
-from ..storage.serving import ack, last_audit_id, read_serving  # noqa: F401 - part of this room's API
 from . import store
 
 _enc = msgspec.json.Encoder().encode
