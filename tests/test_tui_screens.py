@@ -208,3 +208,20 @@ def test_a_refused_call_has_no_route_in_its_tree_label():
             "input_tokens": None, "output_tokens": None, "cost_usd": None, "latency_ms": 0.0}
     assert call_label(step).plain == "#4 @executor aborted refused before routing"  # was "… — 0ms — → None/None"
 
+
+
+async def test_the_filter_finds_runs_older_than_the_loaded_ones(demo):
+    from modelux_local.tui.data import RUNS_LIMIT
+    data_dir, cfg = demo
+    # one old run of a rare agent, then more newer runs than the table loads
+    add_calls(data_dir, cfg, (9000, "run_needle", "needle-agent", 5000.0),
+              *[(9001 + i, f"run_hay{i:03d}", "hay", 4000.0 - i) for i in range(RUNS_LIMIT + 5)])
+    app = app_on(data_dir, cfg)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(lambda: len(app.screen.runs) >= RUNS_LIMIT, what="the newest runs loaded")
+        assert "run_needle" not in app.screen.runs
+        await pilot.press("slash", *"agent=needle-agent", "enter")
+        await until(lambda: list(app.screen.shown) == ["run_needle"], what="the old run found by its tag")
+        await pilot.press("escape")
+        await pilot.press("slash", *"needle", "enter")
+        await until(lambda: list(app.screen.shown) == ["run_needle"], what="the old run found by a word")

@@ -282,21 +282,25 @@ class DataSource:
         conn = self._conn()
         return conn.execute("PRAGMA data_version").fetchone()[0] if conn is not None else None
 
-    def runs(self, limit: int = RUNS_LIMIT) -> list[RunRow]:
-        """The `limit` most recently started runs plus every run still active, replays left out.
+    def runs(self, limit: int = RUNS_LIMIT, query: str = "") -> list[RunRow]:
+        """The `limit` most recently started runs plus every run still active, replays left out;
+        with a filter `query`, also the `limit` newest runs of the whole database that match it.
 
-        Both halves walk an index (runs_started; runs_status_last), so this stays ~1 ms on a
-        database of 50,000 runs, where ORDER BY last_at scanned and sorted the whole table."""
+        The first two halves walk an index (runs_started; runs_status_last), so this stays ~1 ms
+        on a database of 50,000 runs; a filter costs one scan of the runs table while it is on."""
         conn = self._conn()
         if conn is None:
             return []
         now, idle = self.clock(), self.idle_timeout_s()
+        where, args = _filter_sql(query)
+        matching = (f"OR run_id IN (SELECT run_id FROM runs WHERE {where} ORDER BY started_at DESC LIMIT ?) "
+                    if where else "")
         rows = conn.execute(
             "SELECT run_id, agent, tags, status, started_at, last_at, ended_at, calls, errors, retries, "
             "input_tokens + output_tokens, cost_nusd, unpriced_calls, anomalies, abort_reason FROM runs "
             "WHERE replay_id IS NULL AND (run_id IN (SELECT run_id FROM runs ORDER BY started_at DESC LIMIT ?) "
-            "OR run_id IN (SELECT run_id FROM runs WHERE status = 'running' AND last_at >= ?)) "
-            "ORDER BY started_at DESC", (limit, now - idle)).fetchall()
+            "OR run_id IN (SELECT run_id FROM runs WHERE status = 'running' AND last_at >= ?) " + matching + ") "
+            "ORDER BY started_at DESC", (limit, now - idle, *args, *([limit] if where else []))).fetchall()
         out = []
         for (run_id, agent, tags, status, started, last, ended, calls, errors, retries, tokens, cost, unpriced,
              anomalies, abort_reason) in rows:
@@ -481,3 +485,19 @@ class DataSource:
             yield conn
         finally:
             conn.close()
+
+
+def _filter_sql(query: str) -> tuple[str, list]:
+    """The runs screen's filter as SQL (the same rule as screens/runs.py `matches`): every word
+    must match, `k=v` a tag exactly, anything else a substring of id, agent, status, tags, flags."""
+    clauses, args = [], []
+    for word in query.split():
+        if "=" in word:
+            k, _, v = word.partition("=")
+            clauses.append("json_extract(tags, ?) = ?")
+            args += ['$."' + k.replace('"', '') + '"', v]
+        else:
+            clauses.append("(lower(run_id || ' ' || coalesce(agent, '') || ' ' || status || ' ' || tags || ' ' || "
+                           "anomalies) LIKE ?)")
+            args.append(f"%{word.lower()}%")
+    return " AND ".join(clauses), args

@@ -127,6 +127,7 @@ class RunsScreen(Screen):
         self.columns: tuple[str, ...] = ()       # the keys on screen (set from the width)
         self._read_version: int | None = None    # the database's data_version at the last read
         self._read_at = 0.0
+        self._read_query = ""                     # the filter the last read was made for
         self._pulse: Pulse | None = None
         self._status_text: Text | None = None
         self._restore_cursor: str | None = None  # the run to put the cursor back on after a column rebuild
@@ -196,14 +197,15 @@ class RunsScreen(Screen):
             # but re-read now and then for what changes with the clock (idle runs complete, ages move)
             reload = self.data.reload_status()
             version = self.data.data_version()
-            if version is not None and version == self._read_version and time.monotonic() - self._read_at < FULL_READ_S:
+            if (version is not None and version == self._read_version and self._read_query == self.query_text
+                    and time.monotonic() - self._read_at < FULL_READ_S):
                 self.app.call_from_thread(self._unchanged, reload)
                 return
-            runs, pulse = self.data.runs(), self.data.pulse()
+            runs, pulse = self.data.runs(query=self.query_text), self.data.pulse()
         except Exception as e:  # a locked or half-written database: try again next tick
             self.app.call_from_thread(self._failed, e)
             return
-        self._read_version, self._read_at = version, time.monotonic()
+        self._read_version, self._read_at, self._read_query = version, time.monotonic(), self.query_text
         self.app.call_from_thread(self._apply, runs, pulse, reload)
 
     def _unchanged(self, reload: ReloadView) -> None:
@@ -436,6 +438,7 @@ class RunsScreen(Screen):
     def _filter_changed(self, event: Input.Changed) -> None:
         self.query_text = event.value.strip()
         self._sync_table()
+        self.refresh_data()  # runs older than the loaded ones may match: ask the database too
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self, event: Input.Submitted) -> None:
