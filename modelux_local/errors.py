@@ -89,6 +89,7 @@ class UpstreamError(ModeluxError):
         self.upstream_status = status
         self.category = category
         self.body = body
+        self.retry_after_s: float | None = None  # the upstream's Retry-After, when it sent one
         if status is not None and category is None:
             self.status = status  # client errors pass through with their own status
 

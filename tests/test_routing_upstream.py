@@ -172,3 +172,23 @@ def test_mid_stream_upstream_failure_ends_with_error_event(make_server, ups):
     events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]" and "error" in json.loads(events[-2])
     assert srv.get("/mlx/v1/runs/r-fail").json()["steps"][0]["status"] == "error"
+
+
+def test_retry_after_is_honoured_and_a_long_one_falls_back(make_server, ups):
+    aliases = ('[aliases.x]\ntargets = [{ provider = "a", model = "gpt-4o-mini" }, { provider = "b", model = "gpt-4o" }]\n'
+               'retries = { attempts = 1, backoff_ms = 10 }\n')
+    srv = make_server(server_toml(ups, aliases), env={"UP_KEY": KEY})
+    client = client_for(srv)
+    ups["a"].enqueue(status=429, headers={"retry-after": "0.6"})
+    raw = client.chat.completions.with_raw_response.create(model="@x", messages=[{"role": "user", "content": "hi"}])
+    first, second = ups["a"].requests[-2:]
+    assert second.at - first.at >= 0.55, "the retry came before the upstream's Retry-After"
+    call = srv.get(f"/mlx/v1/calls/{raw.headers['x-mlx-call-id']}").json()
+    assert call["attempts"][0]["retry_after_s"] == 0.6 and call["attempts"][0]["next"] == "retry"
+
+    ups["a"].enqueue(status=429, headers={"retry-after": "60"})
+    t0 = time.monotonic()
+    raw = client.chat.completions.with_raw_response.create(model="@x", messages=[{"role": "user", "content": "hi"}])
+    assert time.monotonic() - t0 < 5 and raw.headers["x-mlx-served-by"] == "b/gpt-4o"
+    call = srv.get(f"/mlx/v1/calls/{raw.headers['x-mlx-call-id']}").json()
+    assert [(a["provider"], a["next"]) for a in call["attempts"]] == [("a", "fallback"), ("b", None)]

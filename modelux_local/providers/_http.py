@@ -123,7 +123,7 @@ class HTTPProviderBase:
         resp = await self.post(url, data, headers, client_timeout(timeout_s, stream=False))
         body = await self.read(resp)
         if resp.status != 200:
-            raise self.status_error(resp.status, body)
+            raise _with_retry_after(self.status_error(resp.status, body), resp.headers)
         return body
 
     async def complete_json(self, url: str, data: bytes, headers: Any, timeout_s: float) -> dict[str, Any]:
@@ -137,7 +137,7 @@ class HTTPProviderBase:
         resp = await self.post(url, data, headers, client_timeout(timeout_s, stream=True))
         if resp.status != 200:
             body = await self.read(resp)
-            raise self.status_error(resp.status, body)
+            raise _with_retry_after(self.status_error(resp.status, body), resp.headers)
         return resp
 
     async def open_translated_stream(self, url: str, data: bytes, headers: Any, timeout_s: float,
@@ -178,3 +178,29 @@ def _error_message(body: bytes) -> str | None:
             return e
     text = body[:300].decode("utf-8", "replace").strip()
     return text or None
+
+
+def _with_retry_after(err: UpstreamError, headers: Any) -> UpstreamError:
+    """Carries the upstream's Retry-After (seconds or an HTTP date; `retry-after-ms` too) so
+    routing waits at least that long before retrying the same target."""
+    err.retry_after_s = parse_retry_after(headers.get("retry-after-ms"), headers.get("retry-after"))
+    return err
+
+
+def parse_retry_after(ms: str | None, value: str | None) -> float | None:
+    try:
+        if ms:
+            return max(0.0, float(ms) / 1000)
+        if value:
+            return max(0.0, float(value))
+    except ValueError:
+        pass
+    if value:
+        from email.utils import parsedate_to_datetime
+        import time as _time
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - _time.time())
+        except (TypeError, ValueError):
+            return None
+    return None

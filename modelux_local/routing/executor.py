@@ -15,6 +15,9 @@ from ..errors import AllTargetsFailed, UpstreamError
 from .plan import Plan, TargetPlan
 
 T = TypeVar("T")
+# A Retry-After longer than this is not waited for: the next target is tried instead, so one
+# rate-limited provider cannot hold a call for a minute while a fallback is available.
+MAX_RETRY_WAIT_S = 10.0
 
 
 @dataclass(slots=True)
@@ -27,11 +30,15 @@ class Attempt:
     error: str | None = None
     category: str | None = None  # 429 | 5xx | timeout | connect, when retryable
     next: str | None = None      # what routing did after it: retry | fallback | give_up | pass_through
+    retry_after_s: float | None = None  # the upstream's Retry-After, when it sent one
 
     def as_dict(self) -> dict:
-        return {"provider": self.provider, "model": self.model, "status": self.status,
-                "http_status": self.http_status, "latency_ms": round(self.latency_ms, 2),
-                "error": self.error, "category": self.category, "next": self.next}
+        d = {"provider": self.provider, "model": self.model, "status": self.status,
+             "http_status": self.http_status, "latency_ms": round(self.latency_ms, 2),
+             "error": self.error, "category": self.category, "next": self.next}
+        if self.retry_after_s is not None:
+            d["retry_after_s"] = round(self.retry_after_s, 3)
+        return d
 
 
 async def execute(plan: Plan, send: Callable[[TargetPlan], Awaitable[T]], attempts: list[Attempt]) -> tuple[T, TargetPlan]:
@@ -54,9 +61,13 @@ async def execute(plan: Plan, send: Callable[[TargetPlan], Awaitable[T]], attemp
                 if e.category is None:
                     a.next = "pass_through"
                     raise
-                if e.category in retry_on and n + 1 < tries:
+                wait = _backoff_s(plan.retries.backoff_ms, n)
+                if e.retry_after_s is not None:  # the upstream said when: wait that long, or go elsewhere
+                    a.retry_after_s = e.retry_after_s
+                    wait = max(wait, e.retry_after_s)
+                if e.category in retry_on and n + 1 < tries and wait <= MAX_RETRY_WAIT_S:
                     a.next = "retry"
-                    await asyncio.sleep(_backoff_s(plan.retries.backoff_ms, n))
+                    await asyncio.sleep(wait)
                     continue
                 a.next = "fallback" if ti + 1 < len(plan.targets) else "give_up"
                 break
