@@ -159,3 +159,17 @@ def test_body_over_the_limit_is_413_openai_shaped(make_server):
     assert "max_body_mb" in r.json()["error"]["message"]
     ok = httpx.post(srv.base_url + "/chat/completions", json={**big, "messages": [{"role": "user", "content": "hi"}]})
     assert ok.status_code == 200
+
+
+def test_an_unknown_alias_inside_a_run_is_a_step_of_that_run(default_server, client):
+    run_id = f"run_{uuid.uuid4().hex[:12]}"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="@plannr", messages=[{"role": "user", "content": "x"}],
+                                       extra_body={"mlx:tags": {"run_id": run_id}})
+    client.chat.completions.create(model="@planner", messages=[{"role": "user", "content": "x"}],
+                                   extra_body={"mlx:tags": {"run_id": run_id}})
+    run = default_server.get(f"/mlx/v1/runs/{run_id}").json()
+    assert run["calls"] == 2 and run["errors"] == 1
+    bad = run["steps"][0]
+    assert (bad["alias"], bad["status"], bad["http_status"], bad["provider"]) == ("@plannr", "error", 404, None)
+    assert "known aliases" in bad["error"] and bad["decision"]["strategy"] == "unresolved"

@@ -18,7 +18,8 @@ from litestar.response import Stream
 
 from ..core.records import CallRecord
 from ..core.tags import TagError, parse_tags
-from ..errors import AllTargetsFailed, BadRequest, BodyTooLarge, ModeluxError, UpstreamError
+from ..config.schema import Retries
+from ..errors import AllTargetsFailed, BadRequest, BodyTooLarge, ModeluxError, ModelNotFound, UpstreamError
 from ..providers.base import ChatRequest, ChatResult, ChatStream
 from ..routing import Attempt, Plan, execute
 from ..runtime import Runtime, Snapshot
@@ -29,6 +30,7 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _DONE = b"data: [DONE]\n\n"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+_NO_RETRIES = Retries(attempts=0)
 
 
 _ID_PREFIX = os.urandom(3).hex()  # per process: ids stay unique across restarts and replays
@@ -109,7 +111,7 @@ class Gateway:
     def _record(self, ctx: CallContext, raw: bytes, started: float, t0: float, attempts: list[Attempt], *,
                 status: str, http_status: int, target=None, result: ChatResult | None = None,
                 events: list[bytes] | None = None, raw_usage: Any = None, ttft: float | None = None,
-                error: str | None = None, response: bytes | None = None) -> CallRecord:
+                error: str | None = None, response: bytes | None = None, settle: bool = True) -> CallRecord:
         plan = ctx.plan
         # the plan's own trace is expanded by the writer thread, off the hot path
         decision: dict[str, Any] = {"attempts_made": len(attempts), "served_by": target.label if target else None}
@@ -127,7 +129,7 @@ class Gateway:
             raw_usage=raw_usage if raw_usage is not None else (result.raw_usage if result else None),
             price_book=ctx.snapshot.prices, plan=plan,
         )
-        for g in self.guards:
+        for g in self.guards if settle else ():  # a call that never passed `before` has nothing to settle
             try:
                 g.after(ctx, rec)
             except Exception:
@@ -135,6 +137,24 @@ class Gateway:
         for cb in self.on_record:
             cb(rec)
         return rec
+
+    async def _resolve(self, snap: Snapshot, body: dict, tags: dict[str, str], raw: bytes, endpoint: str,
+                       started: float, t0: float) -> Plan:
+        """The plan for `body["model"]`. An unknown model inside a run is recorded as a step of that
+        run (its trace then shows why the agent failed) before the 404 goes back."""
+        try:
+            return snap.router.resolve(body["model"], tags)
+        except ModelNotFound as e:
+            if tags.get("run_id"):
+                name = snap.router.config_for(tags)
+                model = str(body["model"])
+                plan = Plan(model if model.startswith("@") else None, name, snap.router.configs[name][1],
+                            "unresolved", (), _NO_RETRIES)
+                ctx = CallContext(new_call_id(), tags, plan, body, bool(body.get("stream")), endpoint, snap)
+                await self.rt.writer.submit(self._record(
+                    ctx, raw, started, t0, [], status="error", http_status=e.status, error=e.message,
+                    response=error_body(e.message, e.type, e.code), settle=False))
+            raise
 
     async def _refused(self, ctx: CallContext, raw: bytes, started: float, t0: float, e: ModeluxError) -> Response:
         await self._record_refusal(ctx, raw, started, t0, e)
@@ -173,7 +193,7 @@ class Gateway:
         """
         started, t0 = clock or (time.time(), time.perf_counter())
         snap = self.rt.snapshot
-        plan = snap.router.resolve(body["model"], tags)
+        plan = await self._resolve(snap, body, tags, raw, endpoint, started, t0)
         stream = bool(body.get("stream"))
         ctx = CallContext(new_call_id(), tags, plan, body, stream, endpoint, snap)
         hdrs = {"x-mlx-call-id": ctx.call_id}
@@ -258,7 +278,7 @@ class Gateway:
         started, t0 = time.time(), time.perf_counter()
         body, tags = self._parse(raw, headers)
         snap = self.rt.snapshot
-        plan = snap.router.resolve(body["model"], tags)
+        plan = await self._resolve(snap, body, tags, raw, "embeddings", started, t0)
         ctx = CallContext(new_call_id(), tags, plan, body, False, "embeddings", snap)
         try:
             for g in self.guards:
