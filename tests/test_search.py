@@ -93,3 +93,29 @@ def test_semantic_search_finds_a_paraphrase_first(world):
     assert doc["results"][0]["score"] > doc["results"][1]["score"]
     money = cli_json(server, "logs", "search", "saving for retirement", "--semantic")["results"][0]
     assert money["call_id"] == ids["funds"]
+
+
+def test_the_indexing_jobs_own_embedding_calls_are_recorded_and_priced(make_server):
+    """What semantic search costs shows up as calls (no run, tag modelux=semantic-index), and those
+    calls are never embedded in turn."""
+    import time as _time
+
+    from modelux_local.storage.db import connect as _connect
+
+    srv = make_server(None, name="embedcost")
+    from .conftest import client_for as _client_for
+    c = _client_for(srv)
+    for i in range(3):
+        c.chat.completions.create(model="@executor", messages=[{"role": "user", "content": f"index me {i}"}])
+    conn = _connect(srv.db_path)
+    q = "SELECT count(*), sum(cost_nusd), sum(input_tokens) FROM calls WHERE json_extract(tags, '$.modelux') = 'semantic-index'"
+    deadline = _time.monotonic() + 20
+    while (row := conn.execute(q).fetchone())[0] == 0:
+        assert _time.monotonic() < deadline, "the indexing job recorded no call"
+        _time.sleep(0.2)
+    _time.sleep(3)  # a few more rounds of the job: its own calls must not be embedded again
+    n, cost, tokens = conn.execute(q).fetchone()
+    assert n == row[0] and cost > 0 and tokens > 0
+    prov, model, alias, run_id = conn.execute("SELECT provider, model, alias, run_id FROM calls WHERE "
+                                              "json_extract(tags, '$.modelux') = 'semantic-index'").fetchone()
+    assert (prov, model, alias, run_id) == ("mock", "mock-embed", "@embedder", None)

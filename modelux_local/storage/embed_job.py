@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import msgspec
 
+from ..core.records import CallRecord
+from ..core.usage import usage_from_openai
 from ..errors import AllTargetsFailed, ModeluxError
 from .search import catch_up, ensure_vector_table, pack
 
@@ -27,10 +30,13 @@ RETRY_S = 30.0             # after the embedder failed or is not configured
 
 
 class Embedder:
-    """The `@embedder` alias as a callable: texts -> (model label, vectors). Works with any router."""
+    """The `@embedder` alias as a callable: texts -> (model label, vectors). Works with any router.
 
-    def __init__(self, router: Any, providers: dict[str, Any]):
-        self.router, self.providers = router, providers
+    `on_call(plan, target, result, n_texts, started, latency_ms)` hears of each successful upstream
+    call, so the server can record what indexing costs (see `record_call`)."""
+
+    def __init__(self, router: Any, providers: dict[str, Any], on_call: Any = None):
+        self.router, self.providers, self.on_call = router, providers, on_call
 
     async def embed(self, texts: list[str]) -> tuple[str, list[list[float]]]:
         plan = self.router.resolve(EMBEDDER_ALIAS, {})  # ModelNotFound when the config has no @embedder
@@ -39,11 +45,14 @@ class Embedder:
             provider = self.providers.get(t.provider)
             if provider is None:
                 continue
+            started, t0 = time.time(), time.perf_counter()
             try:
                 result = await provider.embeddings({"model": t.model, "input": texts}, t.model, t.timeout_s)
             except ModeluxError as e:
                 errors.append(f"{t.label}: {e.message}")
                 continue
+            if self.on_call is not None:
+                self.on_call(plan, t, result, len(texts), started, (time.perf_counter() - t0) * 1000)
             data = msgspec.json.decode(result.body).get("data") or []
             vectors = [d["embedding"] for d in sorted(data, key=lambda d: d.get("index", 0))]
             if len(vectors) != len(texts):
@@ -91,11 +100,39 @@ async def embed_once(rt) -> int:
     work = [w for w in work if w[3]]
     model, vectors = "", []
     if work:
-        model, vectors = await Embedder(snap.router, snap.providers).embed([w[3] for w in work])
+        embedder = Embedder(snap.router, snap.providers, on_call=lambda *a: rt.writer.submit_nowait(record_call(snap, *a)))
+        model, vectors = await embedder.embed([w[3] for w in work])
     upto = pending[-1][0]
     rows = [(rowid, run_id, started) for rowid, run_id, started, _ in work]
     await rt.writer.run(lambda c: store_vectors(c, model, rows, vectors, upto))
     return len(pending)
+
+
+INTERNAL_TAGS = {"modelux": "semantic-index"}
+
+
+def record_call(snap: Any, plan: Any, target: Any, result: Any, n_texts: int, started: float,
+                latency_ms: float) -> CallRecord:
+    """The indexing job's own embeddings call as a recorded call (no run, tagged modelux=semantic-index),
+    so what semantic search costs is in the database like any other spend. Request and response are
+    stored as summaries: the texts are already stored with their calls, and a summary has no text
+    for the index to pick up (so these calls are never embedded in turn)."""
+    raw = result.raw_usage if isinstance(result.raw_usage, dict) else None
+    if raw is None:
+        try:
+            raw = msgspec.json.decode(result.body).get("usage")
+        except (msgspec.DecodeError, AttributeError):
+            raw = None
+    usage = result.usage or usage_from_openai(raw)
+    summary = {"model": target.model, "input_count": n_texts, "purpose": "semantic search index"}
+    return CallRecord(
+        call_id=f"call_{time.time_ns():x}idx", run_id=None, tags=dict(INTERNAL_TAGS), endpoint="embeddings",
+        started_at=started, alias=plan.alias, config=plan.config, config_version=plan.config_version,
+        provider=target.provider, model=target.model, status="ok", http_status=200, usage=usage,
+        latency_ms=latency_ms, ttft_ms=None, stream=False, attempts=[], decision={"served_by": target.label},
+        error=None, request=msgspec.json.encode(summary),
+        response=msgspec.json.encode({"object": "list", "data_count": n_texts, "usage": raw}),
+        raw_usage=raw, price_book=snap.prices, plan=plan)
 
 
 def job(rt):
