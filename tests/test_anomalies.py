@@ -133,3 +133,21 @@ def test_a_run_far_above_its_agents_history_flags_cost(env):
         raise AssertionError("no cost anomaly for a run with 3x the calls of its agent's history")
     hook = receiver.wait_for(lambda r: _for_run(r, "anomaly.cost", run_id), timeout=5)
     assert hook[0]["detail"]["history_runs"] >= 20 and "calls" in hook[0]["detail"]["over"]
+
+
+def test_loop_counts_survive_a_server_restart(tmp_path):
+    """Two repeats before a restart and one after still make loop_repeats = 3."""
+    receiver = WebhookReceiver().start()
+    cdir = write_config(tmp_path / "config", {"modelux.toml": MODELUX.format(url=receiver.url).replace(
+        "idle_timeout_s = 0.6", "idle_timeout_s = 300"), "default.toml": ROUTING})
+    msgs = [{"role": "user", "content": "same thing again after a restart"}]
+    try:
+        for round_ in (2, 1):
+            with ServerProcess(tmp_path / "data", cdir) as server:
+                client = client_for(server)
+                for _ in range(round_):
+                    _ask(client, "loop-restart", msgs)
+                anomalies = server.get("/mlx/v1/runs/loop-restart").json()["anomalies"]
+        assert anomalies == ["loop"]
+    finally:
+        receiver.stop()

@@ -110,6 +110,7 @@ class AnomalyWatcher:
         fired = False
         outliers: dict[str, str] = {}
         now = time.time()
+        batch = {r.call_id for r in records}
         for rec in records:
             for item in self.pending.take(rec.call_id):
                 fired = True
@@ -121,6 +122,8 @@ class AnomalyWatcher:
             rid = rec.run_id
             if not rid or rec.replay_id:  # replayed traffic repeats the originals' loops: no alarms for it
                 continue
+            if rid not in self._seen:  # first sight since start (or since pruned): count what is stored
+                self._seed(conn, rid, batch, cfg)
             self._seen[rid] = now
             if rec.provider is not None and rec.attempts and rec.endpoint != "embeddings":
                 fp = fingerprint(rec.request)
@@ -141,6 +144,31 @@ class AnomalyWatcher:
         self._since_prune += len(records)
         if self._since_prune > 2000:
             self._prune(now - max(600.0, 2 * server.runs.idle_timeout_s))
+
+    def _seed(self, conn: apsw.Connection, rid: str, batch: set[str], cfg: Any) -> None:
+        """Loop counts and recent failed attempts of a run's calls stored before this batch, so a
+        restart (or a run idle long enough to be pruned) does not reset its anomaly counters."""
+        counts: dict[str, int] = {}
+        failures: list[float] = []
+        for call_id, request, attempts, started, provider, endpoint in conn.execute(
+                "SELECT call_id, request, attempts, started_at, provider, endpoint FROM calls "
+                "WHERE run_id = ? AND replay_id IS NULL ORDER BY started_at", (rid,)):
+            if call_id in batch:
+                continue
+            tries = msgspec.json.decode(attempts) if attempts else []
+            if provider is not None and tries and endpoint != "embeddings":
+                fp = fingerprint(request)
+                if fp is not None:
+                    counts[fp] = counts.get(fp, 0) + 1
+            t = started
+            for a in tries:
+                t += (a.get("latency_ms") or 0) / 1000
+                if a.get("status") == "error":
+                    failures.append(t)
+        if counts:
+            self._loops[rid] = counts
+        if failures:
+            self._failures[rid] = deque(t for t in failures if t >= failures[-1] - cfg.retry_window_s)
 
     def _retries(self, conn: apsw.Connection, rec: CallRecord, rid: str, cfg: Any) -> bool:
         t = rec.started_at
