@@ -52,21 +52,21 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
         return _json({"status": "ok", "version": __version__, "config": rt.snapshot.configs.source,
                       "queue": rt.writer.pending})
 
+    async def read_after_writes(read, key: str, what: str) -> Response:
+        """Waits for the calls queued so far to be written (read-your-writes), then reads off the loop."""
+        await rt.writer.barrier()
+        found = await asyncio.to_thread(read, key)
+        if found is None:
+            raise NotFound(f"no {what} {key!r}")
+        return _json(found)
+
     @get("/mlx/v1/runs/{run_id:str}")
     async def get_run(run_id: str) -> Response:
-        await rt.writer.barrier()
-        run = await asyncio.to_thread(rt.reader.get_run, run_id)
-        if run is None:
-            raise NotFound(f"no run {run_id!r}")
-        return _json(run)
+        return await read_after_writes(rt.reader.get_run, run_id, "run")
 
     @get("/mlx/v1/calls/{call_id:str}")
     async def get_call(call_id: str) -> Response:
-        await rt.writer.barrier()
-        call = await asyncio.to_thread(rt.reader.get_call, call_id)
-        if call is None:
-            raise NotFound(f"no call {call_id!r}")
-        return _json(call)
+        return await read_after_writes(rt.reader.get_call, call_id, "call")
 
     @get("/mlx/v1/config")
     async def config_status() -> Response:
