@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..pricing import nanos_to_usd
 from ..storage.db import connect, open_db
 from ..storage.queries import Reader
+from .runfilter import filter_sql
 
 _dec = msgspec.json.Decoder()
 NOTHING_TO_ROLL_BACK = "nothing to roll back: no promotion in the audit trail"
@@ -292,7 +293,7 @@ class DataSource:
         if conn is None:
             return []
         now, idle = self.clock(), self.idle_timeout_s()
-        where, args = _filter_sql(query)
+        where, args = filter_sql(query)
         matching = (f"OR run_id IN (SELECT run_id FROM runs WHERE {where} ORDER BY started_at DESC LIMIT ?) "
                     if where else "")
         rows = conn.execute(
@@ -486,18 +487,3 @@ class DataSource:
         finally:
             conn.close()
 
-
-def _filter_sql(query: str) -> tuple[str, list]:
-    """The runs screen's filter as SQL (the same rule as screens/runs.py `matches`): every word
-    must match, `k=v` a tag exactly, anything else a substring of id, agent, status, tags, flags."""
-    clauses, args = [], []
-    for word in query.split():
-        if "=" in word:
-            k, _, v = word.partition("=")
-            clauses.append("json_extract(tags, ?) = ?")
-            args += ['$."' + k.replace('"', '') + '"', v]
-        else:
-            clauses.append("(lower(run_id || ' ' || coalesce(agent, '') || ' ' || status || ' ' || tags || ' ' || "
-                           "anomalies) LIKE ?)")
-            args.append(f"%{word.lower()}%")
-    return " AND ".join(clauses), args

@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Sparkline, Static
 
 from ..data import DataSource, Pulse, ReloadView, RunRow
+from ..runfilter import matches
 from ..widgets import format as fmt
 
 # column key -> header label; the order on screen (the first columns matter most at 80 columns)
@@ -87,19 +88,6 @@ class RunsTable(DataTable):
     async def _on_click(self, event) -> None:
         self._pick()
         await super()._on_click(event)
-
-
-def matches(run: RunRow, query: str) -> bool:
-    """Every word must match: `k=v` a tag exactly, anything else a substring of id, agent, status, tags, flags."""
-    hay = " ".join([run.run_id, run.agent or "", run.status, *run.tags.values(), *run.anomalies]).lower()
-    for word in query.split():
-        if "=" in word:
-            k, _, v = word.partition("=")
-            if run.tags.get(k) != v:
-                return False
-        elif word.lower() not in hay:
-            return False
-    return True
 
 
 class RunsScreen(Screen):
