@@ -25,18 +25,15 @@ after tool results).
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import socket
-import threading
-import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from ._threaded import ThreadedFake
 
 TOP_LEVEL = {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
              "temperature", "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier"}
@@ -47,16 +44,6 @@ TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
                 500: "api_error", 529: "overloaded_error"}
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    json: Any
-    at: float
 
 
 @dataclass
@@ -81,101 +68,6 @@ class Reply:
 
 class Invalid(Exception):
     """A request that breaks the documented shape: answered 400 invalid_request_error."""
-
-
-class ThreadedFake:
-    """The thread/loop/runner plumbing shared by the fakes (FakeGemini reuses it)."""
-
-    name = "fake"
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self.host, self.port = host, port
-        self.requests: list[RecordedRequest] = []
-        self._queue: deque[Reply] = deque()
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def enqueue(self, *, n_times: int = 1, **fields: Any) -> None:
-        reply = self.reply_type(**fields)
-        with self._lock:
-            self._queue.extend(reply for _ in range(n_times))
-
-    reply_type: type = Reply
-
-    def routes(self, app: web.Application) -> None:
-        raise NotImplementedError
-
-    def start(self):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(sock, ready), name=self.name, daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        if not self._loop or not self._thread:
-            return
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop = self._thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    async def __aenter__(self):
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await asyncio.to_thread(self.stop)
-
-    def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
-        self._loop = loop = asyncio.new_event_loop()
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        self.routes(app)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        loop.run_until_complete(self._runner.setup())
-        loop.run_until_complete(web.SockSite(self._runner, sock).start())
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
-
-    async def _shutdown(self) -> None:
-        await self._runner.cleanup()
-        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for t in rest:
-            t.cancel()
-        await asyncio.gather(*rest, return_exceptions=True)
-
-    async def take(self, request: web.Request) -> tuple[Reply, Any]:
-        body = await request.read()
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = None
-        rec = RecordedRequest(request.method, request.path_qs, {k.lower(): v for k, v in request.headers.items()},
-                              body, parsed, time.monotonic())
-        with self._lock:
-            self.requests.append(rec)
-            reply = self._queue.popleft() if self._queue else self.reply_type()
-        if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)
-        return reply, parsed
 
 
 def sample_value(schema: dict[str, Any]) -> Any:
@@ -333,7 +225,7 @@ class FakeAnthropic(ThreadedFake):
                 "request_id": "req_" + uuid.uuid4().hex[:24]}
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        reply, body = await self.take(request)
+        _, reply, body = await self.take(request)
         if reply.disconnect:
             request.transport.close()
             return web.Response()

@@ -26,7 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .fake_anthropic import ThreadedFake, sample_value
+from ._threaded import ThreadedFake
+from .fake_anthropic import sample_value
 
 TOP_LEVEL = {"contents", "systemInstruction", "generationConfig", "tools", "toolConfig", "safetySettings",
              "cachedContent"}
@@ -162,7 +163,7 @@ class FakeGemini(ThreadedFake):
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["call"].partition(":")
-        reply, body = await self.take(request)
+        _, reply, body = await self.take(request)
         if reply.disconnect:
             request.transport.close()
             return web.Response()

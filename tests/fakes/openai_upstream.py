@@ -42,34 +42,22 @@ import hashlib
 import json
 import re
 import signal
-import socket
 import struct
 import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from aiohttp import web
+
+from ._threaded import RecordedRequest, ThreadedFake
 
 _ERROR_TYPES = {  # what OpenAI puts in error.type / error.code for each status
     400: ("invalid_request_error", None), 401: ("invalid_request_error", "invalid_api_key"),
     403: ("invalid_request_error", "unsupported_country_region_territory"),
     404: ("invalid_request_error", "model_not_found"), 429: ("requests", "rate_limit_exceeded"),
 }
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    json: Any
-    at: float
-    chunk_times: list[float] = field(default_factory=list)  # when each SSE event was written (streams)
-    client_gone_at: float | None = None  # when a write found the client gone mid-stream
 
 
 @dataclass
@@ -116,114 +104,26 @@ def _embedding(text: str, dims: int) -> list[float]:
     return [round(v / norm, 6) for v in vec]
 
 
-class FakeOpenAI:
+class FakeOpenAI(ThreadedFake):
+    name = "fake-openai"
+    reply_type = Reply
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, chunk_delay_s: float = 0.0,
                  default_latency_s: float = 0.0, api_key: str | None = None, record: bool = True,
                  loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop):
-        self.host, self.port = host, port
+        super().__init__(host, port, default_latency_s=default_latency_s, record=record, loop_factory=loop_factory)
         self.chunk_delay_s = chunk_delay_s
-        self.default_latency_s = default_latency_s
         self.api_key = api_key
-        self.record = record  # off for long benchmarks, so memory stays flat
-        self._loop_factory = loop_factory
         self.models = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
-        self.requests: list[RecordedRequest] = []
-        self._queue: deque[Reply] = deque()
-        self._lock = threading.Lock()  # the test thread enqueues while the server thread pops
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-
-    # ---- control surface (called from the test's thread) ----
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def enqueue(self, *, n_times: int = 1, **fields: Any) -> None:
-        reply = Reply(**fields)  # unknown keywords fail here, at the test's line
-        with self._lock:
-            self._queue.extend(reply for _ in range(n_times))
-
-    def reset(self) -> None:
-        with self._lock:
-            self._queue.clear()
-            self.requests.clear()
-
-    def start(self) -> FakeOpenAI:
-        # bind here, not in the thread, so the port is known and listening when start() returns
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(sock, ready), name="fake-openai", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        if not self._loop or not self._thread:
-            return
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop = self._thread = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> FakeOpenAI:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await asyncio.to_thread(self.stop)
-
-    # ---- the server (runs on its own loop) ----
-
-    def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
-        self._loop = loop = self._loop_factory()
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
-        # short shutdown_timeout: a test that leaves a delayed reply pending must not stall teardown
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        loop.run_until_complete(self._runner.setup())
-        loop.run_until_complete(web.SockSite(self._runner, sock).start())
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
-
-    async def _shutdown(self) -> None:
-        await self._runner.cleanup()
-        # handlers still sleeping on a delay whose client gave up: end them, or the loop dies with them pending
-        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for t in rest:
-            t.cancel()
-        await asyncio.gather(*rest, return_exceptions=True)
-
-    async def _take(self, request: web.Request) -> tuple[RecordedRequest, Reply, Any]:
-        body = await request.read()
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = None
-        rec = RecordedRequest(request.method, request.path, {k.lower(): v for k, v in request.headers.items()},
-                              body, parsed, time.monotonic())
-        with self._lock:
-            if self.record:
-                self.requests.append(rec)
-            reply = self._queue.popleft() if self._queue else Reply()
-        delay = self.default_latency_s if reply.delay_s is None else reply.delay_s
-        if delay:
-            await asyncio.sleep(delay)
-        return rec, reply, parsed
 
     def _refusal(self, request: web.Request, reply: Reply, parsed: Any) -> web.StreamResponse | None:
         """The answer when this request does not get a normal 200, else None."""
@@ -245,7 +145,7 @@ class FakeOpenAI:
             {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"} for m in self.models]})
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
-        _, reply, req = await self._take(request)
+        _, reply, req = await self.take(request)
         if (refused := self._refusal(request, reply, req)) is not None:
             return refused
         if reply.body is not None:
@@ -265,7 +165,7 @@ class FakeOpenAI:
                                   "usage": {"prompt_tokens": used, "total_tokens": used}}, headers=reply.headers)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        rec, reply, req = await self._take(request)
+        rec, reply, req = await self.take(request)
         if (refused := self._refusal(request, reply, req)) is not None:
             return refused
         if reply.body is not None:
