@@ -26,3 +26,4 @@ def test_messages_calls_are_replayed_against_the_candidate(make_server):
     assert [s["status"] for s in replayed["steps"]] == ["ok", "ok", "ok"]
     assert all(s["original_call_id"] for s in replayed["steps"]) and replayed["steps"][2]["stream"] is True
     assert report["candidate"]["mean_cost_per_run"] < report["current"]["mean_cost_per_run"]
+    assert report["quality"]["judged"] == 1 and report["quality"]["not_judged"] == 0  # messages answers compare too

@@ -44,12 +44,21 @@ def _text(message: dict | None) -> str | None:
     return c if isinstance(c, str) and c.strip() else None
 
 
+# endpoints whose stored response is a chat.completion (/v1/messages calls store the one they were
+# translated from), so evaluators can compare their answers
+ANSWERING = ("chat", "messages")
+
+
+def answered_steps(rr: RunReplay, *, replayed_only: bool = True) -> list:
+    """The replayed calls whose original answered (ok, chat-shaped); skipped replays left out."""
+    return [rc for rc in rr.calls if rc.original.endpoint in ANSWERING and rc.original.status == "ok"
+            and not (replayed_only and rc.status == "skipped")]
+
+
 def final_pair(rr: RunReplay) -> tuple[str | None, Any, str]:
     """(original final text, the candidate's replayed call of it, why not) for the last text answer."""
-    for rc in reversed(rr.calls):
+    for rc in reversed(answered_steps(rr, replayed_only=False)):
         oc = rc.original
-        if oc.endpoint != "chat" or oc.status != "ok":
-            continue
         text = _text(message_of(oc.response))
         if text is not None:
             return text, rc, ""
@@ -215,10 +224,8 @@ class ToolCalls(Evaluator):
 
     async def judge(self, rr: RunReplay) -> Verdict:
         compared = 0
-        for rc in rr.calls:
+        for rc in answered_steps(rr):
             oc = rc.original
-            if oc.endpoint != "chat" or oc.status != "ok" or rc.status == "skipped":
-                continue
             compared += 1
             want, got = _tool_shape(message_of(oc.response)), _tool_shape(rc.message)
             if rc.failed or want != got:
@@ -250,10 +257,8 @@ class JsonValid(Evaluator):
 
     async def judge(self, rr: RunReplay) -> Verdict:
         checked = 0
-        for rc in rr.calls:
+        for rc in answered_steps(rr):
             oc = rc.original
-            if oc.endpoint != "chat" or oc.status != "ok" or rc.status == "skipped":
-                continue
             if not (_is_json(_text(message_of(oc.response))) or _asks_json(oc.request)):
                 continue
             checked += 1
