@@ -22,7 +22,7 @@ from ..core.records import CallRecord
 from ..core.usage import Usage
 from ..errors import RunBlocked
 from ..pricing import nanos_to_usd
-from .spend import (PriceCache, body_usage, chunk_output_chars, max_output_tokens, output_tokens_for_chars,
+from .spend import (body_usage, chunk_output_chars, max_output_tokens, output_tokens_for_chars,
                     prompt_tokens_estimate, stream_usage)
 
 ABORTED = "run_aborted"
@@ -93,7 +93,6 @@ class BudgetGuard:
         self.pending = pending
         self.signals = signals  # wake-ups for webhook delivery and the history refresh (lifecycle.Signals)
         self.runs: dict[str, RunState] = {}
-        self.prices = PriceCache()
 
     # -- control from outside ------------------------------------------------------------
 
@@ -141,10 +140,10 @@ class BudgetGuard:
         res_cost, prompt_cost, out_price = 0, 0, 0.0
         book = ctx.snapshot.prices
         for t in ctx.plan.targets:  # the most expensive target the plan may end up on
-            p = self.prices.get(book, t.provider, t.model)
-            if p is not None and prompt * p.inp + max_out * p.out > res_cost:
-                res_cost = int(prompt * p.inp + max_out * p.out)
-                prompt_cost, out_price = int(prompt * p.inp), p.out
+            p = book.rates(t.provider, t.model) if book is not None else None  # cached by the book
+            if p is not None and prompt * p.input_nanos + max_out * p.output_nanos > res_cost:
+                res_cost = int(prompt * p.input_nanos + max_out * p.output_nanos)
+                prompt_cost, out_price = int(prompt * p.input_nanos), p.output_nanos
         res_tokens = prompt + max_out
         for b in budgets:
             self._check(ctx, st, b, now, res_cost, res_tokens)
@@ -243,9 +242,10 @@ class BudgetGuard:
                 rec.decision["usage_estimated"] = True
         if usage is not None:
             st.tokens += usage.input_tokens + usage.output_tokens
-            p = self.prices.get(rec.price_book, rec.provider, rec.model)
+            p = (rec.price_book.rates(rec.provider, rec.model)
+                 if rec.price_book is not None and rec.provider and rec.model else None)
             if p is not None:
-                st.cost += p.cost(usage)
+                st.cost += p.estimate_nanos(usage)
         self._settle_checks(rid, st, t, rec)
 
     def _settle_checks(self, rid: str, st: RunState, t: Ticket, rec: CallRecord) -> None:

@@ -1,12 +1,11 @@
 """Spend arithmetic for the budget guard, done on the event loop without SQLite or genai-prices.
 
-Rates are turned once into plain nano-dollars per token; a call's prompt is estimated from its
+Rates come as plain nano-dollars per token (pricing.Rates.*_nanos); a call's prompt is estimated from its
 size; a stream's output from the content streamed so far. These are estimates for *admission*
 and *cut-off*: the writer still prices every stored call exactly.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -22,46 +21,6 @@ CHARS_PER_TOKEN_OUTPUT = 4
 IMAGE_PART_CHARS = 3000  # an image part counts like ~1000 tokens
 
 _enc = msgspec.json.Encoder()
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """Nano-dollars per token (USD per million tokens x 1000)."""
-
-    inp: float
-    out: float
-    cached: float
-
-    @classmethod
-    def of(cls, rates: Any) -> "Price":
-        inp = float(rates.input) * 1000
-        cached = float(rates.cached_input) * 1000 if rates.cached_input is not None else inp
-        return cls(inp, float(rates.output) * 1000, cached)
-
-    def cost(self, u: Usage) -> int:
-        cached = min(u.cached_tokens, u.input_tokens)
-        return int((u.input_tokens - cached) * self.inp + cached * self.cached + u.output_tokens * self.out)
-
-
-class PriceCache:
-    """(provider, model) -> Price | None, rebuilt when the config snapshot's PriceBook changes."""
-
-    def __init__(self) -> None:
-        self._book: Any = None
-        self._cache: dict[tuple[str, str], Price | None] = {}
-
-    def get(self, book: Any, provider: str | None, model: str | None) -> Price | None:
-        if provider is None or model is None or book is None:
-            return None
-        if book is not self._book:
-            self._book, self._cache = book, {}
-        key = (provider, model)
-        try:
-            return self._cache[key]
-        except KeyError:
-            rates = book.rates(provider, model)  # cached by the book after the first lookup
-            p = self._cache[key] = Price.of(rates) if rates is not None else None
-            return p
 
 
 def _content_chars(c: Any) -> int:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -36,6 +36,23 @@ class Rates:
     cached_input: Decimal | None
     cache_write: Decimal | None
     _model_price: Any = None  # genai-prices ModelPrice (handles tiers); None for overrides
+    # the same rates as plain floats, nano-dollars per token, for estimates on the event loop
+    # (budget admission and cut-off), where Decimal arithmetic would cost more than it buys
+    input_nanos: float = field(init=False)
+    output_nanos: float = field(init=False)
+    cached_nanos: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_nanos", float(self.input) * 1000)
+        object.__setattr__(self, "output_nanos", float(self.output) * 1000)
+        object.__setattr__(self, "cached_nanos", float(self.cached_input) * 1000 if self.cached_input is not None
+                           else self.input_nanos)
+
+    def estimate_nanos(self, u: Usage) -> int:
+        """Float approximation of `cost_nanos` (base tier; cache writes at the input rate)."""
+        cached = min(u.cached_tokens, u.input_tokens)
+        return int((u.input_tokens - cached) * self.input_nanos + cached * self.cached_nanos
+                   + u.output_tokens * self.output_nanos)
 
     def as_trace(self) -> dict:
         d = {"source": self.source, "input_per_mtok": float(self.input), "output_per_mtok": float(self.output)}
