@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from ..core.usage import Usage, usage_from_openai
+from ..core.usage import Usage, usage_from_openai, usage_of_body
 
 # Output tokens reserved for a call that sets neither max_tokens nor max_completion_tokens.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
@@ -102,12 +102,7 @@ class _Chunk(msgspec.Struct):
     usage: dict | None = None
 
 
-class _WithUsage(msgspec.Struct):
-    usage: dict | None = None
-
-
 _chunk = msgspec.json.Decoder(_Chunk).decode
-_with_usage = msgspec.json.Decoder(_WithUsage).decode
 
 
 def chunk_output_chars(payload: bytes) -> int:
@@ -146,12 +141,7 @@ def stream_usage(events: list[bytes] | None) -> Usage | None:
 
 
 def body_usage(body: bytes | None) -> Usage | None:
-    if not body:
-        return None
-    try:
-        return usage_from_openai(_with_usage(body).usage)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    return usage_of_body(body)[1]
 
 
 def output_tokens_for_chars(chars: int) -> int:

@@ -60,3 +60,21 @@ def usage_to_openai(u: Usage) -> dict:
     if u.reasoning_tokens:
         d["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
     return d
+
+
+class _WithUsage(msgspec.Struct):
+    usage: dict | None = None
+
+
+_decode_usage = msgspec.json.Decoder(_WithUsage).decode
+
+
+def usage_of_body(body: bytes | None) -> tuple[Any, Usage | None]:
+    """(raw usage object, Usage) of an OpenAI response body, decoding only its `usage` field."""
+    if not body:
+        return None, None
+    try:
+        raw = _decode_usage(body).usage
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None, None
+    return raw, usage_from_openai(raw)

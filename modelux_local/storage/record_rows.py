@@ -7,7 +7,7 @@ import apsw
 import msgspec
 
 from ..core.records import CallRecord
-from ..core.usage import usage_from_openai
+from ..core.usage import usage_from_openai, usage_of_body
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
@@ -63,11 +63,7 @@ def _finish(rec: CallRecord) -> tuple[bytes | None, Any]:
             if rec.raw_usage is None:
                 rec.raw_usage = assembled.get("usage")
     elif usage is None and body and rec.status == "ok":
-        try:
-            raw = _dec.decode(body).get("usage")
-        except (msgspec.DecodeError, AttributeError):
-            raw = None
-        usage = usage_from_openai(raw)
+        raw, usage = usage_of_body(body)  # only the usage field is decoded
         if rec.raw_usage is None:
             rec.raw_usage = raw
     return body, usage
