@@ -33,7 +33,6 @@ class Snapshot:
     router: Router
     prices: PriceBook
     providers: dict[str, Provider]
-    loaded_at: float = field(default_factory=time.time)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config.schema import Budget
 from ..core.records import CallRecord
+from ..core.tags import tags_match
 from ..core.usage import Usage
 from ..errors import RunBlocked
 from ..pricing import nanos_to_usd
@@ -129,7 +130,7 @@ class BudgetGuard:
         st.last = now
         if st.blocked:
             self._refuse(ctx, st, *st.blocked, sticky=False)
-        budgets = [b for b in ctx.snapshot.configs.server.budgets if all(ctx.tags.get(k) == v for k, v in b.match.items())]
+        budgets = [b for b in ctx.snapshot.configs.server.budgets if tags_match(b.match, ctx.tags)]
         if not budgets:
             st.calls += 1
             st.inflight += 1

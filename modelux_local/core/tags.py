@@ -51,3 +51,8 @@ def parse_tags(body_tags: Any, header_tags: str | None, header_run_id: str | Non
     if rid is not None and not rid.strip():
         raise TagError("run_id must not be empty")
     return tags
+
+
+def tags_match(match: dict[str, str], tags: dict[str, str]) -> bool:
+    """A `match = {k = v}` table of the config (budgets, routing binds): every pair present in the tags."""
+    return all(tags.get(k) == v for k, v in match.items())

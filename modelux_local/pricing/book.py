@@ -78,10 +78,6 @@ class Rates:
                  + u.output_tokens * self.output)
         return int((total * 1000).to_integral_value())  # per-Mtok USD * tokens * 1e9 / 1e6
 
-    def worst_case_nanos(self, input_tokens: int, max_output_tokens: int) -> int:
-        """Upper estimate used to reserve budget before a call is forwarded."""
-        return int(((input_tokens * self.input + max_output_tokens * self.output) * 1000).to_integral_value())
-
 
 def _dec(x: float | None) -> Decimal | None:
     return None if x is None else Decimal(str(x))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ..core.stats import percentile
 
@@ -115,4 +115,3 @@ def fmt_delta(metric: str, value: float | None) -> str:
     return f"{value * 100:+.2f}pp"
 
 
-FormatFn = Callable[[float | None], str]

@@ -74,9 +74,6 @@ class RunReplay:
     calls: list[ReplayedCall] = field(default_factory=list)
     complete: bool = True
 
-    @property
-    def sent(self) -> list[ReplayedCall]:
-        return [c for c in self.calls if c.status != "skipped"]
 
     @property
     def cost_nusd(self) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 
 from ..config.loader import ConfigSet
 from ..config.schema import Alias, Retries, RoutingConfig
+from ..core.tags import tags_match
 from ..errors import ModelNotFound
 
 _KIND_PREFIXES = (("claude", "anthropic"), ("gemini", "gemini"), ("mock-", "mock"),
@@ -65,7 +66,7 @@ class Router:
 
     def config_for(self, tags: dict[str, str]) -> str:
         for match, name in self._binds:
-            if all(tags.get(k) == v for k, v in match.items()):
+            if tags_match(match, tags):
                 return name
         return self.default
 

@@ -67,9 +67,6 @@ class Writer:
         except queue.Full:
             self._overflow.append(item)
 
-    def submit_sync(self, item: Any) -> None:
-        self._q.put(item)
-
     async def barrier(self) -> None:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import msgspec
 
 from ..config.loader import ConfigSet, load_dir
+from ..core.tags import tags_match
 from ..errors import ConfigError
 from ..pricing import nanos_to_usd
 from ..storage.db import connect, open_db
@@ -203,14 +204,10 @@ class DataSource:
         cs = self.config_set()
         return cs.server.runs.idle_timeout_s if cs else 300.0
 
-    def budget_for(self, tags: dict[str, str]) -> float | None:
-        """The tightest max_cost_usd among the [[budgets]] whose `match` the run's tags satisfy."""
-        return self.limits_for(tags)["budget_usd"]
-
     def limits_for(self, tags: dict[str, str]) -> dict[str, Any]:
         """The tightest of each limit among the [[budgets]] whose `match` the run's tags satisfy."""
         cs = self.config_set()
-        budgets = [b for b in cs.server.budgets if all(tags.get(k) == v for k, v in b.match.items())] if cs else []
+        budgets = [b for b in cs.server.budgets if tags_match(b.match, tags)] if cs else []
 
         def tightest(values):
             values = [v for v in values if v is not None]
@@ -374,10 +371,6 @@ class DataSource:
 
     def replay_available(self) -> bool:
         return self.config_set() is not None
-
-    def candidate_configs(self) -> list[str]:
-        cs = self.config_set()
-        return list(cs.routing) if cs else []
 
     def config_choices(self) -> list[tuple[str, str, bool]]:
         """(name, description, serves by default) of each routing config, for a chooser."""
