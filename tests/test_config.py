@@ -109,6 +109,8 @@ def test_spec_example_loads_and_routes(tmp_path):
     ({"a.toml": '[aliases.x]\nstrategy = "roundrobin"\ntargets = [{ provider = "mock", model = "m" }]\n'}, 2,
      "strategy"),
     ({"modelux.toml": '[providers.mock]\nkind = "mock"\n\n[server]\nport = "x"\n'}, 5, "port"),
+    ({"modelux.toml": '[providers.mock]\nkind = "mock"\n\n[[webhooks]]\nurl = "http://x"\n'
+                      'events = ["run.aborted", "budget.warn"]\n'}, 6, "Invalid enum value 'budget.warn'"),
 ])
 def test_mistakes_name_file_line_and_key(tmp_path, files, line, needle):
     base = {"modelux.toml": '[providers.mock]\nkind = "mock"\n',

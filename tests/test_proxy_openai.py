@@ -147,7 +147,7 @@ def test_unknown_call_and_run_are_404(default_server):
 
 def test_healthz(default_server):
     h = default_server.get("/healthz").json()
-    assert h["status"] == "ok" and h["version"]
+    assert h["status"] == "ok" and h["version"] and h["write_failures"] == 0
 
 
 def test_body_over_the_limit_is_413_openai_shaped(make_server):

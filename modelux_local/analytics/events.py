@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, get_args
 
 import apsw
 import msgspec
 
-from ..config.schema import Webhook
+from ..config.schema import Webhook, WebhookEvent
 from ..core.stats import iso
 from ..storage.queries import RUN_COLUMNS, Reader
 
-EVENTS = ("budget.warning", "run.aborted", "run.completed", "anomaly.loop", "anomaly.retry_storm", "anomaly.cost")
+EVENTS = get_args(WebhookEvent)
 
 _enc = msgspec.json.Encoder()
 

@@ -60,9 +60,14 @@ class Budget(_S, kw_only=True):
     warn_at: float | None = None
 
 
+# the events a webhook can subscribe to; a misspelt one is a config error, not a silent never
+WebhookEvent = Literal["budget.warning", "run.aborted", "run.completed", "anomaly.loop", "anomaly.retry_storm",
+                       "anomaly.cost"]
+
+
 class Webhook(_S, kw_only=True):
     url: str
-    events: list[str] = []
+    events: list[WebhookEvent] = []  # empty: every event
     secret_env: str | None = None
 
 

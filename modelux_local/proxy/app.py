@@ -50,7 +50,7 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
     @get("/healthz")
     async def healthz() -> Response:
         return _json({"status": "ok", "version": __version__, "config": rt.snapshot.configs.source,
-                      "queue": rt.writer.pending})
+                      "queue": rt.writer.pending, "write_failures": rt.writer.failed_batches})
 
     async def read_after_writes(read, key: str, what: str) -> Response:
         """Waits for the calls queued so far to be written (read-your-writes), then reads off the loop."""
