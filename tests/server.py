@@ -28,7 +28,8 @@ class ServerProcess:
         self.port = free_port()
         self.env = {**os.environ, **(env or {})}
         self.env.pop("MODELUX_CONFIG_DIR", None)
-        self.env.pop("MODELUX_TOKEN", None) if "MODELUX_TOKEN" not in (env or {}) else None
+        if "MODELUX_TOKEN" not in (env or {}):  # a token in the developer's shell must not lock tests out
+            self.env.pop("MODELUX_TOKEN", None)
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data_dir / "server.log"
