@@ -101,8 +101,18 @@ def run(args) -> int:
     if not args.quiet:
         rt.writer.after_batch.append(_log_calls)
     app = create_app(rt)
+    from .cassette_cmd import banner_line, playback_for  # --cassette / --on-miss, and the dev cache
+
+    pb = playback_for(args)
+    if isinstance(pb, int):
+        return pb
+    from ..playback import attach
+
+    attach(app.state.gateway, pb)
     tui = not args.headless and sys.stdout.isatty()
     print(banner(rt.configs, host, port, str(paths.db_path)), file=sys.stderr, flush=True)
+    if banner_line(pb):
+        print(banner_line(pb), file=sys.stderr, flush=True)
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
                             log_level="warning", access_log=False, timeout_graceful_shutdown=30,
                             proxy_headers=False)  # we bind loopback; no X-Forwarded-* to trust

@@ -134,11 +134,23 @@ class Target(_S, kw_only=True):
     timeout_s: float | None = None
 
 
+class Cache(_S, kw_only=True):
+    """An alias's development response cache: identical requests within `ttl` get the answer again."""
+
+    ttl: str = "1h"                   # a duration: 30m, 1h, 7d
+
+    def __post_init__(self) -> None:
+        from ..core.durations import parse_duration
+
+        parse_duration(self.ttl)  # DurationError (a ValueError) names the bad value
+
+
 class Alias(_S, kw_only=True):
     strategy: Literal["fallback", "loadbalance"] = "fallback"
     targets: list[Target]
     retries: Retries = Retries()
     timeout_s: float | None = None
+    cache: Cache | None = None        # off by default (playback room)
 
 
 class RoutingConfig(_S, kw_only=True):

@@ -79,6 +79,7 @@ class Gateway:
         self.rt = rt
         self.guards: list[Guard] = []
         self.on_record: list[Callable[[CallRecord], None]] = []  # live listeners (TUI); must be cheap
+        self.playback = None  # playback.source.Playback: a cassette / the dev cache (issue 12 seam)
 
     # -- request parsing -------------------------------------------------------------------
 
@@ -117,6 +118,8 @@ class Gateway:
         decision: dict[str, Any] = {"attempts_made": len(attempts), "served_by": target.label if target else None}
         if ctx.state.get("guard_trace"):
             decision["guards"] = ctx.state["guard_trace"]
+        if "playback" in ctx.state:  # playback seam: served from a cassette / the cache, and what it saved
+            decision["playback"] = ctx.state["playback"]
         rec = CallRecord(
             call_id=ctx.call_id, run_id=ctx.run_id, tags=ctx.tags, endpoint=ctx.endpoint, started_at=started,
             alias=plan.alias, config=plan.config, config_version=plan.config_version,
@@ -127,7 +130,7 @@ class Gateway:
             attempts=[a.as_dict() for a in attempts], decision=decision, error=error, request=raw,
             response=result.body if result else response, stream_events=events,
             raw_usage=raw_usage if raw_usage is not None else (result.raw_usage if result else None),
-            price_book=ctx.snapshot.prices, plan=plan,
+            price_book=ctx.state.get("price_book") or ctx.snapshot.prices, plan=plan,
         )
         for g in self.guards if settle else ():  # a call that never passed `before` has nothing to settle
             try:
@@ -170,7 +173,7 @@ class Gateway:
     async def chat(self, raw: bytes, headers: Any, endpoint: str = "chat") -> Response:
         clock = (time.time(), time.perf_counter())
         body, tags = self._parse(raw, headers)
-        out = await self.start_chat(body, raw, tags, endpoint, clock=clock)
+        out = await self.start_chat(body, raw, tags, endpoint, clock=clock, cache=headers.get("x-mlx-cache"))
         if out.error is not None:
             if isinstance(out.error, AllTargetsFailed):
                 e = out.error
@@ -183,7 +186,7 @@ class Gateway:
                       headers={**_SSE_HEADERS, **out.headers})
 
     async def start_chat(self, body: dict, raw: bytes, tags: dict[str, str], endpoint: str = "chat", *,
-                         clock: tuple[float, float] | None = None) -> "ChatOutcome":
+                         clock: tuple[float, float] | None = None, cache: str | None = None) -> "ChatOutcome":
         """Routes an OpenAI chat body (tags already removed) and reports how it went, format-free.
 
         Shared by /v1/chat/completions and /v1/messages (which translates its body first), so both
@@ -209,6 +212,13 @@ class Gateway:
             wants_usage = isinstance(so, dict) and bool(so.get("include_usage"))
             body["stream_options"] = {**(so if isinstance(so, dict) else {}), "include_usage": True}
         attempts: list[Attempt] = []
+        # >>> playback seam (issue 12): a cassette or the dev cache may answer in place of routing
+        try:
+            hit = self.playback and self.playback.lookup(ctx, raw, cache)
+        except ModeluxError as e:  # cassette_miss (--on-miss error): recorded as a step, then the 4xx
+            await self._record_refusal(ctx, raw, started, t0, e)
+            return ChatOutcome(ctx.call_id, hdrs, error=e)
+        # <<< playback seam: below, `hit.execute` stands in for `execute`
 
         async def send(target):
             body["model"] = target.model
@@ -217,7 +227,7 @@ class Gateway:
             return await (p.chat_stream(req) if stream else p.chat(req))
 
         try:
-            result, target = await execute(plan, send, attempts)
+            result, target = await (hit.execute if hit else execute)(plan, send, attempts)
         except UpstreamError as e:  # a client error from the upstream: passes through
             await self.rt.writer.submit(self._record(ctx, raw, started, t0, attempts, status="error",
                                                      http_status=e.status, error=e.message, response=e.body))
@@ -286,6 +296,12 @@ class Gateway:
         except ModeluxError as e:
             return await self._refused(ctx, raw, started, t0, e)
         attempts: list[Attempt] = []
+        # >>> playback seam (issue 12), as in start_chat
+        try:
+            hit = self.playback and self.playback.lookup(ctx, raw, headers.get("x-mlx-cache"))
+        except ModeluxError as e:
+            return await self._refused(ctx, raw, started, t0, e)
+        # <<< playback seam
 
         async def send(target):
             return await snap.providers[target.provider].embeddings({**body, "model": target.model}, target.model,
@@ -293,7 +309,7 @@ class Gateway:
 
         hdrs = {"x-mlx-call-id": ctx.call_id}
         try:
-            result, target = await execute(plan, send, attempts)
+            result, target = await (hit.execute if hit else execute)(plan, send, attempts)
         except (UpstreamError, AllTargetsFailed) as e:
             await self.rt.writer.submit(self._record(ctx, raw, started, t0, attempts, status="error",
                                                      http_status=e.status, error=e.message))

@@ -126,7 +126,8 @@ def routes(rt, gw: Gateway) -> list:
         raw = await request.body()
         try:
             openai_body, tags = _translate(gw, raw, request.headers)
-            out = await gw.start_chat(openai_body, raw, tags, "messages", clock=clock)
+            out = await gw.start_chat(openai_body, raw, tags, "messages", clock=clock,
+                                      cache=request.headers.get("x-mlx-cache"))
         except ModeluxError as e:
             return error_response(e)
         return render(out)
