@@ -60,6 +60,10 @@ def analytics_table(doc: dict) -> str:
                      money(g["cost_usd"]), money(per_run), ms(g["p50_ms"]), ms(g["p95_ms"]),
                      f"{g['error_rate'] * 100:.2f}%"])
     note = "p50/p95: exact percentiles of call latency over every call of the group's runs"
+    played = sum(g.get("played_back_calls", 0) + g.get("cache_hits", 0) for g in groups)
+    if played:  # playback room: answers that cost nothing
+        note += (f"\nsaved {money(sum(g['saved_usd'] for g in groups))} by answering {count(played)} calls from "
+                 f"recordings ({count(sum(g['cache_hits'] for g in groups))} cache hits)")
     return _table(headers, rows, right=set(range(1, 8))) + "\n" + note
 
 

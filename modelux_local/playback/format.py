@@ -54,8 +54,9 @@ class Entry:
 
 
 def compact(raw: bytes) -> bytes:
-    """One JSON value without whitespace between tokens (an upstream may pretty-print): one line."""
-    return _enc.encode(_dec.decode(raw)) if b"\n" in raw else raw
+    """One JSON value without whitespace between tokens, key order kept: one line, and the same bytes
+    when a loaded cassette is written again (so appending a call leaves the other lines untouched)."""
+    return _enc.encode(_dec.decode(raw))
 
 
 @dataclass(slots=True)

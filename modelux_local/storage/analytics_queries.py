@@ -125,18 +125,32 @@ def analytics(reader: Reader, group_by: str, flt: RunFilter) -> dict:
         f"JOIN calls AS c INDEXED BY calls_run_latency ON c.run_id = g.run_id "
         f"WHERE c.latency_ms IS NOT NULL GROUP BY g.v",
         (*value_params, *params))}
+    saved = _savings(conn, value_sql, value_params, where, params)
     groups = []
     for v, runs, calls, errors, cost, unpriced, tin, tout in totals:
         p50, p95 = latency.get(v, (None, None))
+        played, hits, saved_nusd = saved.get(v, (0, 0, 0))
         groups.append({
             "value": None if v is None else str(v), "runs": runs, "calls": calls, "errors": errors,
             "cost_usd": None if calls and unpriced == calls else nanos_to_usd(cost),
             "unpriced_calls": unpriced, "input_tokens": tin, "output_tokens": tout,
             "p50_ms": _round(p50), "p95_ms": _round(p95),
             "error_rate": round(errors / calls, 6) if calls else 0.0,
+            "played_back_calls": played, "cache_hits": hits, "saved_usd": nanos_to_usd(saved_nusd or 0),
         })
     groups.sort(key=lambda g: (-(g["cost_usd"] or 0), -g["calls"], g["value"] is None, g["value"] or ""))
     return {"group_by": group_by, "groups": groups, "percentiles": "exact"}
+
+
+def _savings(conn, value_sql: str, value_params: list, where: str, params: list) -> dict:
+    """Per group: calls answered from a cassette, from the dev cache, and the recorded cost they saved
+    (playback room; the gateway puts it in the call's decision). Reads only the calls of the group's runs."""
+    return {v: (played or 0, hits or 0, nusd or 0) for v, played, hits, nusd in conn.execute(
+        f"SELECT g.v, sum(c.provider = 'cassette'), sum(c.provider = 'cache'), "
+        f"sum(json_extract(c.decision, '$.playback.saved_nusd')) "
+        f"FROM (SELECT run_id, {value_sql} AS v FROM runs{where}) AS g "
+        f"JOIN calls AS c INDEXED BY calls_run ON c.run_id = g.run_id "
+        f"WHERE c.provider IN ('cassette', 'cache') GROUP BY g.v", (*value_params, *params))}
 
 
 def _round(x: float | None) -> float | None:
