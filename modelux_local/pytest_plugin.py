@@ -115,11 +115,17 @@ def modelux_gateway(request: pytest.FixtureRequest, tmp_path: Path):
         pytest.fail(f"@pytest.mark.{MARKER}: unknown argument(s) {', '.join(sorted(unknown))} "
                     "(known: cassette, config_dir, on_miss, env)", pytrace=False)
     root = Path(request.config.rootpath)
-    gw = Gateway(tmp_path / "modelux-data", _path(root, kw.get("cassette")), _path(root, kw.get("config_dir")),
-                 kw.get("on_miss", "error"), kw.get("env"))
+    cassette, on_miss = _path(root, kw.get("cassette")), kw.get("on_miss", "error")
+    if cassette is not None and on_miss != "record" and not cassette.exists():
+        pytest.fail(f"cassette {cassette} does not exist: save one with `modelux-local cassette save --run ID "
+                    f"--out {cassette}`, or record it with on_miss='record'", pytrace=False)
+    gw = Gateway(tmp_path / "modelux-data", cassette, _path(root, kw.get("config_dir")), on_miss, kw.get("env"))
+    problem = None
     try:
         gw.start()
     except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
+        problem = str(e)
+    if problem:
+        pytest.fail(problem, pytrace=False)
     yield gw
     gw.stop()
