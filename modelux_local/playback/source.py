@@ -10,7 +10,6 @@ cacheable calls. A served call's record is free (`FREE_PRICES`) and says what it
 from __future__ import annotations
 
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,7 +24,7 @@ from ..pricing.book import NANOS_PER_USD, Rates
 from ..routing.executor import Attempt
 from .answers import as_result, as_stream
 from .format import Cassette, Entry
-from .matcher import Matcher, DevCache
+from .matcher import DevCache, Matcher
 from .normalise import RULES, key_of, normalise
 
 log = logging.getLogger("modelux.playback")

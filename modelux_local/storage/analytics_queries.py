@@ -144,12 +144,12 @@ def analytics(reader: Reader, group_by: str, flt: RunFilter) -> dict:
 
 def _savings(conn, value_sql: str, value_params: list, where: str, params: list) -> dict:
     """Per group: calls answered from a cassette, from the dev cache, and the recorded cost they saved
-    (playback room; the gateway puts it in the call's decision). Reads only the calls of the group's runs."""
+    (playback room; the gateway puts it in the call's decision). Reads only those calls (partial index)."""
     return {v: (played or 0, hits or 0, nusd or 0) for v, played, hits, nusd in conn.execute(
         f"SELECT g.v, sum(c.provider = 'cassette'), sum(c.provider = 'cache'), "
         f"sum(json_extract(c.decision, '$.playback.saved_nusd')) "
-        f"FROM (SELECT run_id, {value_sql} AS v FROM runs{where}) AS g "
-        f"JOIN calls AS c INDEXED BY calls_run ON c.run_id = g.run_id "
+        f"FROM calls AS c INDEXED BY calls_playback "
+        f"JOIN (SELECT run_id, {value_sql} AS v FROM runs{where}) AS g ON g.run_id = c.run_id "
         f"WHERE c.provider IN ('cassette', 'cache') GROUP BY g.v", (*value_params, *params))}
 
 
