@@ -48,7 +48,14 @@ ELSEWHERE = {
     "webhooks-toml": "test_budgets.py::test_the_readme_examples_of_this_section_are_valid_config",
     "tui-commands": "test_tui_serve.py::test_tui_command_opens_on_a_stopped_servers_database",
     "tui-screen": "test_tui_snapshots.py",
-    "export-cli": "test_export.py::test_readme_export_example_runs",  # a picture of the runs screen; the snapshots check the real one
+    "export-cli": "test_export.py::test_readme_export_example_runs",
+    "playback-save": "test_playback_readme.py::test_save_and_show_print_what_the_readme_shows",
+    "playback-show": "test_playback_readme.py::test_save_and_show_print_what_the_readme_shows",
+    "playback-file": "test_playback_readme.py::test_the_file_sample_is_a_loadable_cassette",
+    "playback-serve": "test_playback_readme.py::test_the_serve_lines_start_with_each_miss_mode",
+    "playback-miss": "test_playback_readme.py::test_a_miss_reads_as_the_readme_shows",
+    "playback-pytest": "test_playback_readme.py::test_the_pytest_example_runs_with_the_plugin",
+    "playback-cache-toml": "test_playback_readme.py::test_the_cache_alias_answers_the_second_identical_request",  # a picture of the runs screen; the snapshots check the real one
 }
 
 
