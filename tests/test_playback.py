@@ -124,6 +124,10 @@ def test_a_run_plays_back_offline_with_the_recorded_answers(player, recorded):
     doc = json.loads(srv.cli("analytics", "--group-by", "agent", "--json").stdout)
     g = next(g for g in doc["groups"] if g["value"] == "coder")
     assert g["played_back_calls"] == 6 and g["saved_usd"] == pytest.approx(saved)
+    # a played-back run saved again is the same cassette: who answered and what it cost are kept
+    again = srv.data_dir / "again.cassette"
+    srv.cli("cassette", "save", "--run", "play-1", "--out", str(again))
+    assert again.read_bytes().splitlines()[1:] == recorded["cassette"].read_bytes().splitlines()[1:]
 
 
 def test_streaming_switched_on_or_off_still_matches(player, recorded):

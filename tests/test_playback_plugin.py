@@ -30,6 +30,13 @@ def test_a_changed_prompt_fails_with_a_readable_miss(modelux_gateway):
         client(modelux_gateway).chat.completions.create(model="@planner", messages=[
             {"role": "user", "content": "write the release notes in French"}])
 
+@pytest.mark.modelux(cassette="tests/cassettes/notes.cassette", config_dir="cfg", on_miss="live")
+def test_config_dir_and_live_misses(modelux_gateway):
+    raw = client(modelux_gateway).chat.completions.with_raw_response.create(
+        model="@only-here", messages=[{"role": "user", "content": "not recorded"}])
+    assert raw.headers["x-mlx-served-by"] == "mock/mock-small"
+
+
 @pytest.mark.modelux(cassette="tests/cassettes/missing.cassette")
 def test_a_missing_cassette_fails_the_test_at_setup(modelux_gateway):
     pass
@@ -42,9 +49,14 @@ def test_plugin_plays_a_cassette_to_an_inner_test_suite(pytester: pytest.Pyteste
     out = pytester.path / "tests" / "cassettes"
     out.mkdir(parents=True)
     default_server.cli("cassette", "save", "--run", "notes-1", "--out", str(out / "notes.cassette"))
+    (pytester.path / "cfg").mkdir()
+    (pytester.path / "cfg" / "modelux.toml").write_text('[providers.mock]\nkind = "mock"\n')
+    (pytester.path / "cfg" / "main.toml").write_text(
+        '[aliases.planner]\ntargets = [{ provider = "mock", model = "mock-large" }]\n'
+        '[aliases.only-here]\ntargets = [{ provider = "mock", model = "mock-small" }]\n')
     pytester.makepyfile(test_agent=f"EXPECTED = {expected!r}\n" + INNER)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
-    result.assert_outcomes(passed=2, errors=1)
+    result.assert_outcomes(passed=3, errors=1)
     result.stdout.fnmatch_lines(["*cassette */tests/cassettes/missing.cassette does not exist: save one with*"])
 
 def test_marker_is_registered_and_documented(pytester: pytest.Pytester):

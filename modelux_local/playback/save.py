@@ -9,6 +9,7 @@ from .format import Cassette, Entry, new_header
 from .normalise import RULES, normalise
 
 _dec = msgspec.json.Decoder()
+PLAYED = ("cassette", "cache")  # the providers the gateway records for answers served by playback
 
 
 def entries_for(conn: apsw.Connection, sel: Selection) -> tuple[list[str], list[Entry], int]:
@@ -27,11 +28,20 @@ def entries_for(conn: apsw.Connection, sel: Selection) -> tuple[list[str], list[
             except msgspec.DecodeError:
                 skipped += 1
                 continue
-            entries.append(Entry(
-                endpoint=c.endpoint, alias=c.alias, request=normalise(c.endpoint, body), response=c.response,
-                stream=c.stream, answered_by=f"{c.provider}/{c.model}" if c.provider else None,
-                cost_usd=None if c.cost_nusd is None else c.cost_nusd / 1e9))
+            answered_by = f"{c.provider}/{c.model}" if c.provider else None
+            cost = None if c.cost_nusd is None else c.cost_nusd / 1e9
+            if c.provider in PLAYED:  # answered from a recording itself: keep who answered and what it cost
+                answered_by, cost = _played(conn, c.call_id, answered_by, cost)
+            entries.append(Entry(endpoint=c.endpoint, alias=c.alias, request=normalise(c.endpoint, body),
+                                 response=c.response, stream=c.stream, answered_by=answered_by, cost_usd=cost))
     return run_ids, entries, skipped
+
+
+def _played(conn: apsw.Connection, call_id: str, answered_by: str | None, cost: float | None):
+    row = conn.execute("SELECT json_extract(decision, '$.playback.answered_by'), "
+                       "json_extract(decision, '$.playback.saved_usd') FROM calls WHERE call_id = ?",
+                       (call_id,)).fetchone()
+    return (row[0] or answered_by, row[1]) if row else (answered_by, cost)
 
 
 def cassette_from(conn: apsw.Connection, sel: Selection, path) -> tuple[Cassette, int]:
