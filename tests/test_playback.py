@@ -270,3 +270,29 @@ def test_dev_cache_hit_and_expiry(make_server, tmp_path):
     g = next(g for g in doc["groups"] if g["value"] == "dev")
     assert g["cache_hits"] == 2 and g["saved_usd"] > 0
     assert "2 cache hits" in srv.cli("analytics", "--group-by", "agent").stdout
+
+
+def test_bad_inputs_get_clear_errors(tmp_path, recorded):
+    import subprocess
+    import sys
+
+    from .server import ROOT
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "modelux_local", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+
+    broken = tmp_path / "broken.cassette"
+    broken.write_text(recorded["cassette"].read_text().replace('"stream":false', '"stream":fals', 1))
+    r = run("serve", "--headless", "--port", "0", "--data-dir", str(tmp_path / "d"), "--cassette", str(broken))
+    assert r.returncode == 1 and f"{broken}:2: not JSON" in r.stderr
+    r = run("cassette", "save", "--out", str(tmp_path / "x.cassette"), "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 2 and "say which runs: --run ID, --tag K=V and/or --since 24h" in r.stderr
+    r = run("cassette", "save", "--run", "nope", "--out", str(tmp_path / "x.cassette"),
+            "--data-dir", str(recorded["base"] / "rec-data"))
+    assert r.returncode == 1 and "no answered calls in the selected runs (0 runs matched)" in r.stderr
+    assert not (tmp_path / "x.cassette").exists()
+    r = run("cassette", "show", str(tmp_path / "absent.cassette"))
+    assert r.returncode == 1 and "cannot read cassette" in r.stderr
+    r = run("serve", "--headless", "--data-dir", str(tmp_path / "d"), "--cassette", str(broken), "--on-miss", "maybe")
+    assert r.returncode == 2 and "invalid choice: 'maybe'" in r.stderr
