@@ -8,7 +8,8 @@ from .server import ROOT
 
 CORE_ROOMS = ["modelux_local.core", "modelux_local.config.loader", "modelux_local.pricing", "modelux_local.routing",
               "modelux_local.providers", "modelux_local.storage", "modelux_local.runtime", "modelux_local.analytics",
-              "modelux_local.replay.engine", "modelux_local.replay.simulate", "modelux_local.replay.promotion"]
+              "modelux_local.replay.engine", "modelux_local.replay.simulate", "modelux_local.replay.promotion",
+              "modelux_local.playback", "modelux_local.playback.save"]
 
 
 def test_core_rooms_do_not_import_litestar_or_textual():
