@@ -75,7 +75,7 @@ def show(args) -> int:
         return OK
     h = cas.header
     saved = sum(r["cost_usd"] or 0 for r in rows)
-    print(f"{args.file}: modelux cassette v{h.get('modelux_cassette')}, created {h.get('created_at')}, "
+    print(f"{args.file}: cassette format v{h.get('modelux_cassette')}, created {h.get('created_at')}, "
           f"{len(rows)} calls, ${saved:.6f} recorded cost")
     runs = (h.get("selection") or {}).get("runs")
     if runs:
