@@ -94,10 +94,10 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
                 await rt.stop()
 
     from ..analytics import attach
-    from . import control, management, messages, replay_routes
+    from . import control, management, messages, replay_routes, responses
 
     attach(rt, gw)
-    extra = [h for m in (management, control, replay_routes, messages) for h in m.routes(rt, gw)]
+    extra = [h for m in (management, control, replay_routes, messages, responses) for h in m.routes(rt, gw)]
     app = Litestar(
         route_handlers=[chat_completions, embeddings, models, healthz, get_run, get_call, config_status, *extra],
         exception_handlers={ModeluxError: on_modelux_error, HTTPException: on_http_exception, Exception: on_unexpected},
