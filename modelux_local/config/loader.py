@@ -151,6 +151,9 @@ def load_dir(directory: Path | None) -> ConfigSet:
     for pname, p in server.providers.items():
         if not _NAME_RE.match(pname) or "/" in pname:
             raise ConfigError(f"provider name {pname!r} must be letters, digits, '-', '_' or '.'", file=str(server_path), line=_line_of(server_text, pname))
+        if p.responses == "native" and p.kind != "openai":
+            raise ConfigError(f"provider {pname!r}: responses = \"native\" needs kind = \"openai\" (an upstream "
+                              "serving /v1/responses)", file=str(server_path), line=_line_of(server_text, pname))
     routing: dict[str, RoutingConfig] = {}
     texts: dict[str, str] = {}
     files: dict[str, str] = {}

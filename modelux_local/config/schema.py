@@ -49,6 +49,7 @@ class ProviderConfig(_S, kw_only=True):
     max_connections: int = 100
     seed: int = 0                     # mock: seed of the error draw
     models: dict[str, MockModel] = {}  # mock: per-model behaviour
+    responses: Literal["translate", "native"] = "translate"  # openai: "native" forwards /v1/responses as is
 
 
 class Budget(_S, kw_only=True):

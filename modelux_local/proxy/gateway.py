@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import msgspec
 from litestar import Response
@@ -31,6 +31,8 @@ _encode = msgspec.json.Encoder().encode
 _DONE = b"data: [DONE]\n\n"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _NO_RETRIES = Retries(attempts=0)
+# An endpoint's own way to send an attempt (/v1/responses to a native upstream); see start_chat.
+Forward = Callable[[Any, Any, bool], "Awaitable[ChatResult | ChatStream] | None"]
 
 
 _ID_PREFIX = os.urandom(3).hex()  # per process: ids stay unique across restarts and replays
@@ -183,13 +185,15 @@ class Gateway:
                       headers={**_SSE_HEADERS, **out.headers})
 
     async def start_chat(self, body: dict, raw: bytes, tags: dict[str, str], endpoint: str = "chat", *,
-                         clock: tuple[float, float] | None = None) -> "ChatOutcome":
+                         clock: tuple[float, float] | None = None, forward: Forward | None = None) -> "ChatOutcome":
         """Routes an OpenAI chat body (tags already removed) and reports how it went, format-free.
 
         Shared by /v1/chat/completions and /v1/messages (which translates its body first), so both
         get the same guards, retries, fallback and records. `raw` is what gets stored as the
         request. Raises ModeluxError only before a call exists (unknown alias); refusals and
         upstream failures are recorded and come back in `ChatOutcome.error`.
+        `forward(provider, target, stream)`, when given, may take an attempt over: it returns an
+        awaitable of the ChatResult / ChatStream, or None to send `body` as usual.
         """
         started, t0 = clock or (time.time(), time.perf_counter())
         snap = self.rt.snapshot
@@ -211,9 +215,11 @@ class Gateway:
         attempts: list[Attempt] = []
 
         async def send(target):
+            p = snap.providers[target.provider]
+            if forward is not None and (taken := forward(p, target, stream)) is not None:
+                return await taken
             body["model"] = target.model
             req = ChatRequest(body, target.model, stream, target.timeout_s, raw=_encode(body))
-            p = snap.providers[target.provider]
             return await (p.chat_stream(req) if stream else p.chat(req))
 
         try:

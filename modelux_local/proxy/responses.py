@@ -27,10 +27,11 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.response import Stream
 
-from ..errors import AllTargetsFailed, BadRequest, ModeluxError, NotFound
+from ..errors import AllTargetsFailed, BadRequest, ModeluxError, NotFound, UpstreamError
+from ..providers import responses_native as native
 from ..providers.responses_in import responses_request_to_chat, tags_of
 from ..providers.responses_out import (ChatChunksToResponseEvents, chat_to_response, input_items, new_id,
-                                       output_to_chat_message, response_shell)
+                                       output_to_chat_message, response_shell, sse)
 from ..storage.responses_store import StoredResponse, delete_response, load_response, save_response
 from .errors import JSON, error_body, error_response
 from .gateway import ChatOutcome, Gateway, StreamFormat
@@ -74,24 +75,73 @@ class ResponseState:
 
 
 class Turn:
-    """One /v1/responses call being answered: what is needed to render and remember it."""
+    """One /v1/responses call being answered: what is needed to route, render and remember it."""
 
     def __init__(self, state: ResponseState, request: dict[str, Any], chat: dict[str, Any],
-                 history_in: list[dict[str, Any]]):
+                 history_in: list[dict[str, Any]], deferred: ModeluxError | None = None):
         self.state = state
         self.request = request
         self.chat_body = dict(chat)  # before routing sets the target's model: what replay re-runs
         self.history_in = history_in
         self.response_id = new_id("resp")
+        self.deferred = deferred     # why the body cannot be translated (only native targets can serve it)
+        self.native = False          # set per attempt: the last one is the one that answered
 
     def shell(self, model: str) -> dict[str, Any]:
         return response_shell(self.request, self.response_id, model)
 
     def remember(self, call_id: str, response: dict[str, Any]) -> None:
-        answer = output_to_chat_message(response["output"])
+        answer = output_to_chat_message(response.get("output") or [])
         self.state.save(StoredResponse(
-            self.response_id, call_id, self.request.get("store", True) is not False, response,
-            input_items(self.request.get("input")), self.history_in + ([answer] if answer else []), self.chat_body))
+            response.get("id") or self.response_id, call_id, self.request.get("store", True) is not False, response,
+            input_items(self.request.get("input")), self.history_in + ([answer] if answer else []),
+            None if self.deferred else self.chat_body))
+
+    # -- native mode: the one place that knows about it ([providers.X] responses = "native") --
+
+    def forward(self, provider: Any, target: Any, stream: bool) -> Any:
+        """Gateway.start_chat's `forward` hook: native targets get the Responses body itself."""
+        self.native = native.is_native(provider)
+        if self.native:
+            body = {**self.request, "model": target.model}
+            meta = body.get("metadata")
+            if isinstance(meta, dict) and "mlx:tags" in meta:  # tags never reach an upstream
+                body["metadata"] = {k: v for k, v in meta.items() if k != "mlx:tags"}
+            return (native.stream if stream else native.create)(provider, body, target.timeout_s)
+        if self.deferred is not None:
+            return _refuse(self.deferred)
+        return None
+
+
+async def _refuse(e: ModeluxError) -> None:
+    """A translated target for a body only a native one could serve: a client error, not retried."""
+    raise UpstreamError(e.message, status=e.status, category=None, body=error_body(e.message, e.type, e.code, e.param))
+
+
+class NativeSSE(StreamFormat):
+    """A native upstream's Responses events, passed on as they came; our synthetic chat chunks dropped."""
+
+    def __init__(self, turn: Turn, call_id: str):
+        self.turn, self.call_id = turn, call_id
+        self.seq = -1
+
+    def payload(self, payload: bytes) -> bytes | None:
+        if payload.startswith(native.SYNTHETIC):
+            return None
+        try:
+            event = _decode(payload)
+        except msgspec.DecodeError:
+            return None
+        if not isinstance(event, dict):
+            return None
+        self.seq = max(self.seq, event.get("sequence_number") or 0)
+        if event.get("type") in ("response.completed", "response.incomplete") and isinstance(event.get("response"), dict):
+            self.turn.remember(self.call_id, event["response"])
+        return f"event: {event.get('type')}\n".encode() + b"data: " + payload + b"\n\n"
+
+    def fail(self, status: int, message: str, type_: str, code: str | None) -> bytes:
+        self.seq += 1
+        return sse({"type": "error", "sequence_number": self.seq, "code": code, "message": message, "param": None})
 
 
 class ResponsesSSE(StreamFormat):
@@ -128,11 +178,15 @@ def render(out: ChatOutcome, turn: Turn) -> Response:
         return render_error(out)
     model = out.target.model
     if out.result is not None:
+        if turn.native:
+            turn.remember(out.call_id, _decode(out.result.body))
+            return Response(out.result.body, status_code=200, media_type=JSON, headers=out.headers)
         answer = chat_to_response(_decode(out.result.body), turn.shell(model))
         turn.remember(out.call_id, answer)
         return Response(_encode(answer), status_code=200, media_type=JSON, headers=out.headers)
-    return Stream(out.stream(ResponsesSSE(turn, out.call_id, model)), status_code=200,
-                  media_type="text/event-stream", headers={**_SSE_HEADERS, **out.headers})
+    fmt = NativeSSE(turn, out.call_id) if turn.native else ResponsesSSE(turn, out.call_id, model)
+    return Stream(out.stream(fmt), status_code=200, media_type="text/event-stream",
+                  headers={**_SSE_HEADERS, **out.headers})
 
 
 async def prepare(gw: Gateway, state: ResponseState, raw: bytes, headers: Any) -> tuple[Turn, dict[str, str]]:
@@ -142,13 +196,20 @@ async def prepare(gw: Gateway, state: ResponseState, raw: bytes, headers: Any) -
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required: an @alias, provider/model, or a model name", param="model")
     tags = merge_tags(body.pop("mlx:tags", None), tags_of(body.get("metadata")), headers)
-    history: list[dict[str, Any]] = []
-    previous = body.get("previous_response_id")
-    if previous is not None:
-        if not isinstance(previous, str) or not previous:
-            raise BadRequest("previous_response_id must be a response id", param="previous_response_id")
-        history = list((await state.get(previous, param="previous_response_id")).history)
-    chat = responses_request_to_chat(body, history)
+    try:
+        history: list[dict[str, Any]] = []
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            if not isinstance(previous, str) or not previous:
+                raise BadRequest("previous_response_id must be a response id", param="previous_response_id")
+            history = list((await state.get(previous, param="previous_response_id")).history)
+        chat = responses_request_to_chat(body, history)
+    except (BadRequest, NotFound) as e:
+        # a native upstream may serve what we cannot translate (hosted tools, its own response ids):
+        # decided per attempt in Turn.forward
+        if not any(native.is_native(p) for p in state.rt.snapshot.providers.values()):
+            raise
+        return Turn(state, body, {"model": model, "messages": [], "stream": bool(body.get("stream"))}, [], e), tags
     history_in = chat["messages"][1:] if body.get("instructions") else list(chat["messages"])
     return Turn(state, body, chat, history_in), tags
 
@@ -162,7 +223,7 @@ def routes(rt, gw: Gateway) -> list:
         raw = await request.body()
         try:
             turn, tags = await prepare(gw, state, raw, request.headers)
-            out = await gw.start_chat(turn.chat_body | {}, raw, tags, "responses", clock=clock)
+            out = await gw.start_chat(turn.chat_body | {}, raw, tags, "responses", clock=clock, forward=turn.forward)
         except ModeluxError as e:
             return error_response(e)
         return render(out, turn)
