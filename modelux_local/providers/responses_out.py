@@ -269,12 +269,14 @@ class ChatChunksToResponseEvents:
         out.append(self._ev(kind, response=self.response))
         return out
 
-    def fail(self, message: str, code: str | None) -> bytes:
-        """After an error mid-stream: an `error` event, then response.failed with what was produced."""
+    def fail(self, status: int, message: str, code: str | None) -> bytes:
+        """After an error mid-stream: an `error` event with our code, then response.failed with what
+        was produced (its error.code is one the SDK's ResponseError knows: a budget cut reads as a limit)."""
         out = self.start()
         out.append(self._ev("error", code=code, message=message, param=None))
         self.response["status"] = "failed"
-        self.response["error"] = {"code": code or "server_error", "message": message}
+        limited = status in (402, 429)
+        self.response["error"] = {"code": "rate_limit_exceeded" if limited else "server_error", "message": message}
         if self.usage:
             self.response["usage"] = usage_from_chat(self.usage)
         out.append(self._ev("response.failed", response=self.response))

@@ -155,7 +155,7 @@ class ResponsesSSE(StreamFormat):
         return self.events.feed_payload(payload)
 
     def fail(self, status: int, message: str, type_: str, code: str | None) -> bytes:
-        return self.events.fail(message, code)
+        return self.events.fail(status, message, code)
 
     def end(self, ok: bool) -> bytes:
         if not ok:
