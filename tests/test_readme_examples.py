@@ -48,7 +48,11 @@ ELSEWHERE = {
     "webhooks-toml": "test_budgets.py::test_the_readme_examples_of_this_section_are_valid_config",
     "tui-commands": "test_tui_serve.py::test_tui_command_opens_on_a_stopped_servers_database",
     "tui-screen": "test_tui_snapshots.py",
-    "export-cli": "test_export.py::test_readme_export_example_runs",  # a picture of the runs screen; the snapshots check the real one
+    "export-cli": "test_export.py::test_readme_export_example_runs",
+    "responses-sdk": "test_responses_sdks.py::test_readme_openai_sdk_recipe",
+    "responses-agents": "test_responses_sdks.py::test_readme_agents_sdk_recipe_on_every_kind",
+    "responses-pydantic-ai": "test_responses_sdks.py::test_readme_pydantic_ai_recipe",
+    "responses-native": "test_responses_sdks.py::test_readme_native_config_loads",  # a picture of the runs screen; the snapshots check the real one
 }
 
 
