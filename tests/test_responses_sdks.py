@@ -124,6 +124,8 @@ def test_native_forwards_the_body_and_prices_responses_usage(env, client):
     assert rec["endpoint"] == "responses" and rec["provider"] == "nat" and rec["priced"]
     assert (rec["input_tokens"], rec["output_tokens"], rec["cached_tokens"], rec["reasoning_tokens"]) == (1000, 200, 400, 50)
     assert rec["decision"]["raw_usage"]["input_tokens_details"]["cached_tokens"] == 400
+    assert rec["response"]["object"] == "chat.completion"
+    assert rec["response"]["choices"][0]["message"]["content"] == "native answer"
     assert rec["tags"] == {"agent": "nat", "run_id": "run-native-1", "step": "one"}
     assert UPSTREAM_KEY not in json.dumps(rec)
     # state is the upstream's; the answer is mirrored for GET

@@ -1,7 +1,8 @@
 """`responses = "native"` on an openai-kind provider: /v1/responses forwarded to the upstream's own.
 
 The upstream's Response (or its SSE events) goes back to the client as is. So that records,
-prices and budget guards read one format, a native stream also yields, after each text or
+prices and budget guards read one format, the call's result holds the chat.completion the
+Response stands for, and a native stream also yields, after each text or
 tool-argument delta event, the equivalent OpenAI chat chunk (payloads that start with
 `SYNTHETIC`); the proxy's native stream format drops those, the writer assembles them into
 the record's chat.completion like any stream's. Usage is priced from the Responses usage shape.
@@ -19,7 +20,7 @@ from ._http import NETWORK_ERRORS
 from ._sse import iter_sse
 from .base import ChatResult, ChatStream
 from .openai import OpenAIProvider
-from .responses_out import output_to_chat_message, usage_to_chat
+from .responses_out import output_to_chat_message, response_to_chat, usage_to_chat
 
 SYNTHETIC = b'{"object":"chat.completion.chunk"'
 _TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
@@ -37,12 +38,20 @@ def _chunk(delta: dict[str, Any] | None = None, finish: str | None = None, usage
     return msgspec.json.encode(body)
 
 
-async def create(provider: OpenAIProvider, body: dict[str, Any], timeout_s: float) -> ChatResult:
-    answer = await provider.complete_json(provider.base_url + "/responses", msgspec.json.encode(body),
-                                          provider._headers(), timeout_s)
+async def create(provider: OpenAIProvider, body: dict[str, Any], timeout_s: float) -> tuple[ChatResult, bytes]:
+    """The call's result (its body the chat.completion the record keeps) and the upstream's Response bytes."""
+    raw = await provider.complete(provider.base_url + "/responses", msgspec.json.encode(body), provider._headers(),
+                                  timeout_s)
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise UpstreamError(f"{provider.name}: upstream answered with invalid JSON", status=502, category="5xx")
     usage = answer.get("usage")
-    return ChatResult(200, msgspec.json.encode(answer), usage=usage_from_openai(usage_to_chat(usage)),
-                      raw_usage=usage)
+    result = ChatResult(200, msgspec.json.encode(response_to_chat(answer)),
+                        usage=usage_from_openai(usage_to_chat(usage)), raw_usage=usage)
+    return result, raw
 
 
 async def stream(provider: OpenAIProvider, body: dict[str, Any], timeout_s: float) -> ChatStream:

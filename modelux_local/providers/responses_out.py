@@ -123,6 +123,17 @@ def output_to_chat_message(output: list[dict[str, Any]]) -> dict[str, Any] | Non
     return msg
 
 
+def response_to_chat(response: dict[str, Any]) -> dict[str, Any]:
+    """A Response as the chat.completion records hold for every endpoint (native mode)."""
+    msg = output_to_chat_message(response.get("output") or []) or {"role": "assistant", "content": ""}
+    reason = (response.get("incomplete_details") or {}).get("reason")
+    finish = "length" if reason == "max_output_tokens" else "content_filter" if reason else (
+        "tool_calls" if msg.get("tool_calls") else "stop")
+    return {"id": response.get("id"), "object": "chat.completion", "created": response.get("created_at"),
+            "model": response.get("model"), "choices": [{"index": 0, "message": msg, "finish_reason": finish}],
+            "usage": usage_to_chat(response.get("usage"))}
+
+
 def input_items(items: Any) -> list[dict[str, Any]]:
     """A request's input as the items /input_items lists: each with an id, strings as messages."""
     if isinstance(items, str):

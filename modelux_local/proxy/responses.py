@@ -8,7 +8,8 @@ pipeline's own. The answer is rendered as a Response object or as Responses SSE 
 
 What the record of a /v1/responses call holds: `endpoint` "responses", `request` the body as
 received (tags included), `response` the OpenAI chat.completion the answer was translated from
-(assembled from the chunks for streams), as for every other endpoint. The conversation state
+(assembled from the chunks for streams; for a native upstream, the chat.completion its Response
+stands for), as for every other endpoint. The conversation state
 (table `responses`) keeps the Response object, the input items, the chat history and the chat
 body sent, keyed by response id; the call id links the two.
 
@@ -86,6 +87,7 @@ class Turn:
         self.response_id = new_id("resp")
         self.deferred = deferred     # why the body cannot be translated (only native targets can serve it)
         self.native = False          # set per attempt: the last one is the one that answered
+        self.native_answer = b""     # a native upstream's Response, as it came
 
     def shell(self, model: str) -> dict[str, Any]:
         return response_shell(self.request, self.response_id, model)
@@ -107,10 +109,14 @@ class Turn:
             meta = body.get("metadata")
             if isinstance(meta, dict) and "mlx:tags" in meta:  # tags never reach an upstream
                 body["metadata"] = {k: v for k, v in meta.items() if k != "mlx:tags"}
-            return (native.stream if stream else native.create)(provider, body, target.timeout_s)
+            return native.stream(provider, body, target.timeout_s) if stream else self._create(provider, body, target)
         if self.deferred is not None:
             return _refuse(self.deferred)
         return None
+
+    async def _create(self, provider: Any, body: dict[str, Any], target: Any) -> Any:
+        result, self.native_answer = await native.create(provider, body, target.timeout_s)
+        return result
 
 
 async def _refuse(e: ModeluxError) -> None:
@@ -179,8 +185,8 @@ def render(out: ChatOutcome, turn: Turn) -> Response:
     model = out.target.model
     if out.result is not None:
         if turn.native:
-            turn.remember(out.call_id, _decode(out.result.body))
-            return Response(out.result.body, status_code=200, media_type=JSON, headers=out.headers)
+            turn.remember(out.call_id, _decode(turn.native_answer))
+            return Response(turn.native_answer, status_code=200, media_type=JSON, headers=out.headers)
         answer = chat_to_response(_decode(out.result.body), turn.shell(model))
         turn.remember(out.call_id, answer)
         return Response(_encode(answer), status_code=200, media_type=JSON, headers=out.headers)
