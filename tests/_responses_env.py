@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .fakes.fake_anthropic import FakeAnthropic
+from .fakes.fake_gemini import FakeGemini
 from .fakes.fake_responses import FakeResponses
 from .fakes.openai_upstream import FakeOpenAI
 from .server import ServerProcess, write_config
@@ -25,6 +26,11 @@ kind = "anthropic"
 base_url = "{ant}"
 api_key_env = "TEST_UP_KEY"
 
+[providers.gem]
+kind = "gemini"
+base_url = "{gem}"
+api_key_env = "TEST_UP_KEY"
+
 [providers.nat]
 kind = "openai"
 base_url = "{nat}"
@@ -41,6 +47,8 @@ targets = [{ provider = "mock", model = "mock-large" }]
 targets = [{ provider = "up", model = "gpt-4o-mini" }]
 [aliases.claude]
 targets = [{ provider = "ant", model = "claude-sonnet-4-5" }]
+[aliases.gemini]
+targets = [{ provider = "gem", model = "gemini-2.5-flash" }]
 [aliases.native]
 targets = [{ provider = "nat", model = "gpt-4o-mini" }]
 [aliases.native-then-mock]
@@ -55,20 +63,21 @@ class Env:
     up: FakeOpenAI
     ant: FakeAnthropic
     nat: FakeResponses
+    gem: FakeGemini
 
     def call(self, call_id: str) -> dict:
         return self.srv.get(f"/mlx/v1/calls/{call_id}").json()
 
 
 def start_env(base) -> Env:
-    up, ant, nat = FakeOpenAI().start(), FakeAnthropic().start(), FakeResponses().start()
+    up, ant, nat, gem = FakeOpenAI().start(), FakeAnthropic().start(), FakeResponses().start(), FakeGemini().start()
     cfg = write_config(base / "config", {
-        "modelux.toml": MODELUX.format(up=up.base_url, ant=ant.base_url, nat=nat.base_url), "main.toml": ROUTING})
+        "modelux.toml": MODELUX.format(up=up.base_url, ant=ant.base_url, nat=nat.base_url, gem=gem.base_url), "main.toml": ROUTING})
     srv = ServerProcess(base / "data", cfg, env={"TEST_UP_KEY": UPSTREAM_KEY}).start()
-    return Env(srv, up, ant, nat)
+    return Env(srv, up, ant, nat, gem)
 
 
 def stop_env(env: Env) -> None:
     env.srv.stop()
-    for fake in (env.up, env.ant, env.nat):
+    for fake in (env.up, env.ant, env.nat, env.gem):
         fake.stop()

@@ -212,3 +212,34 @@ def test_stream_record_is_assembled_and_priced(env, client):
     rec = env.call(raw.headers["x-mlx-call-id"])
     assert rec["endpoint"] == "responses" and rec["stream"] and rec["status"] == "ok"
     assert rec["priced"] and rec["output_tokens"] > 0 and rec["response"]["choices"][0]["message"]["content"]
+
+
+def test_reasoning_content_becomes_a_reasoning_item(env, client):
+    """An OpenAI-compatible server's reasoning_content: a reasoning item, streamed as its summary."""
+    env.up.enqueue(reasoning="First, think.", text="Answer.")
+    r = client.responses.create(model="@oai", input="why?", reasoning={"effort": "high"})
+    assert [i.type for i in r.output] == ["reasoning", "message"] and r.output[0].summary[0].text == "First, think."
+    assert env.up.requests[-1].json["reasoning_effort"] == "high"
+    env.up.enqueue(reasoning="Step one. Step two.", text="Done.")
+    events = sse_events(env.srv, {"model": "@oai", "input": "why?", "stream": True})
+    types = [e["type"] for e in events]
+    assert types.index("response.reasoning_summary_part.added") < types.index("response.reasoning_summary_text.done") \
+        < types.index("response.output_text.delta")
+    deltas = "".join(e["delta"] for e in events if e["type"] == "response.reasoning_summary_text.delta")
+    final = events[-1]["response"]["output"]
+    assert deltas == "Step one. Step two." == final[0]["summary"][0]["text"] and final[1]["content"][0]["text"] == "Done."
+
+
+def test_gemini_streamed_tool_round_trip_with_cache_and_reasoning_tokens(env, client):
+    env.gem.enqueue(function_calls=[{"name": "get_weather", "args": {"city": "Oslo"}}])
+    with client.responses.stream(model="@gemini", input="Weather in Oslo?", tools=WEATHER) as stream:
+        final = stream.get_final_response()
+    call = final.output[0]
+    assert call.type == "function_call" and json.loads(call.arguments)["city"]
+    env.gem.enqueue(text="Cold in Oslo.", cached=50, thoughts=7)
+    again = client.responses.create(model="@gemini", previous_response_id=final.id, tools=WEATHER,
+                                    input=[{"type": "function_call_output", "call_id": call.call_id, "output": "-3C"}])
+    assert again.output_text == "Cold in Oslo."
+    assert again.usage.input_tokens_details.cached_tokens == 50 and again.usage.output_tokens_details.reasoning_tokens == 7
+    parts = env.gem.requests[-1].json["contents"]  # the strict fake checked functionCall / functionResponse pairing
+    assert [c["role"] for c in parts] == ["user", "model", "user"] and "functionResponse" in parts[2]["parts"][0]

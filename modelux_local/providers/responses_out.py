@@ -161,7 +161,8 @@ def sse(event: dict[str, Any]) -> bytes:
 class ChatChunksToResponseEvents:
     """Feeds OpenAI chat chunk dicts in order; returns Responses SSE event bytes.
 
-    A text run is one `message` item, each tool call one `function_call` item; an item is
+    A reasoning run (`reasoning_content` deltas) is one `reasoning` item with a summary, a text
+    run one `message` item, each tool call one `function_call` item; an item is
     closed (its .done events) when the next one opens or the stream ends. Usage arrives in the
     final chunk and is reported on response.completed.
     """
@@ -197,7 +198,13 @@ class ChatChunksToResponseEvents:
             return []
         i = self._index()
         out = []
-        if item["type"] == "message":
+        if item["type"] == "reasoning":
+            part = {"type": "summary_text", "text": self.text}
+            ids = {"item_id": item["id"], "output_index": i, "summary_index": 0}
+            out.append(self._ev("response.reasoning_summary_text.done", **ids, text=self.text))
+            out.append(self._ev("response.reasoning_summary_part.done", **ids, part=part))
+            item["summary"] = [part]
+        elif item["type"] == "message":
             part = {"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}
             out.append(self._ev("response.output_text.done", item_id=item["id"], output_index=i, content_index=0,
                                 text=self.text, logprobs=[]))
@@ -234,6 +241,9 @@ class ChatChunksToResponseEvents:
             if choice.get("index", 0) != 0:
                 continue  # a Response has one answer
             delta = choice.get("delta") or {}
+            thought = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(thought, str) and thought:
+                out += self._reasoning(thought)
             if delta.get("content"):
                 out += self._text(delta["content"])
             for call in delta.get("tool_calls") or []:
@@ -254,6 +264,19 @@ class ChatChunksToResponseEvents:
         self.text += piece
         out.append(self._ev("response.output_text.delta", item_id=self.open["id"], output_index=self._index(),
                             content_index=0, delta=piece, logprobs=[]))
+        return out
+
+    def _reasoning(self, piece: str) -> list[bytes]:
+        """An OpenAI-compatible server's reasoning_content deltas, as a reasoning item's summary."""
+        out: list[bytes] = []
+        if self.open is None or self.open["type"] != "reasoning":
+            out += self._open({"id": new_id("rs"), "type": "reasoning", "summary": []})
+            self.text = ""
+            out.append(self._ev("response.reasoning_summary_part.added", item_id=self.open["id"],
+                                output_index=self._index(), summary_index=0, part={"type": "summary_text", "text": ""}))
+        self.text += piece
+        out.append(self._ev("response.reasoning_summary_text.delta", item_id=self.open["id"],
+                            output_index=self._index(), summary_index=0, delta=piece))
         return out
 
     def _call(self, call: dict[str, Any]) -> list[bytes]:

@@ -19,6 +19,7 @@ enqueue() fields (all optional; they apply to streamed requests as well):
     status, headers   non-2xx answers carry an OpenAI-shaped error body (or `error=`)
     delay_s           sleep before answering (before the headers, for streams)
     text, tool_calls  the answer; tool_calls = [{"name", "arguments"(str)}]
+    reasoning         `reasoning_content` before the answer, as vLLM / DeepSeek servers send it
     prompt_tokens, completion_tokens, finish_reason
     disconnect        close the connection without any answer
     stream_fail_after drop the connection after that many SSE chunks
@@ -75,6 +76,7 @@ class Reply:
     chunk_delay_s: float | None = None
     error: dict[str, Any] | None = None
     body: Any = None
+    reasoning: str | None = None
 
 
 def _text_of(content: Any) -> str:
@@ -177,6 +179,8 @@ class FakeOpenAI(ThreadedFake):
                                    "annotations": []}
         if answer["tool_calls"]:
             message["tool_calls"] = answer["tool_calls"]
+        if reply.reasoning:
+            message["reasoning_content"] = reply.reasoning
         choices = [{"index": i, "message": message, "logprobs": None, "finish_reason": answer["finish_reason"]}
                    for i in range(answer["n"])]
         return web.json_response({**answer["head"], "object": "chat.completion", "choices": choices,
@@ -237,6 +241,7 @@ class FakeOpenAI(ThreadedFake):
         n = answer["n"]
         events = [chunk([{"role": "assistant", "content": None if answer["tool_calls"] else "",
                           "refusal": None}] * n)]
+        events += [chunk([{"reasoning_content": w}] * n) for w in re.findall(r"\s*\S+", reply.reasoning or "")]
         # one word per chunk, spaces kept, so clients that join the deltas get the exact text back
         events += [chunk([{"content": w}] * n) for w in re.findall(r"\s*\S+", answer["text"] or "")]
         for i, call in enumerate(answer["tool_calls"] or []):
