@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 
+import apsw
 import httpx
 import openai
 import pytest
 import typing
 
 from openai.types.responses import ResponseStreamEvent
+
+from modelux_local.storage.responses_store import chat_body_for_call
 
 from ._responses_env import UPSTREAM_KEY, start_env, stop_env
 
@@ -243,3 +246,20 @@ def test_gemini_streamed_tool_round_trip_with_cache_and_reasoning_tokens(env, cl
     assert again.usage.input_tokens_details.cached_tokens == 50 and again.usage.output_tokens_details.reasoning_tokens == 7
     parts = env.gem.requests[-1].json["contents"]  # the strict fake checked functionCall / functionResponse pairing
     assert [c["role"] for c in parts] == ["user", "model", "user"] and "functionResponse" in parts[2]["parts"][0]
+
+
+def test_state_survives_a_restart_and_is_read_from_the_database(make_server):
+    srv = make_server()
+    c = openai.OpenAI(base_url=srv.base_url, api_key="k", max_retries=0)
+    first = c.responses.create(model="@planner", input=[{"role": "user", "content": "remember the word tangerine"}])
+    srv.stop()
+    srv.start()  # same data dir: the in-memory copy is gone, the table is not
+    assert c.responses.retrieve(first.id).output_text == first.output_text
+    raw = c.responses.with_raw_response.create(model="@planner", input="what was the word?",
+                                               previous_response_id=first.id)
+    srv.get("/mlx/v1/calls/" + raw.headers["x-mlx-call-id"])  # read-your-writes: the queue is written
+    chat_body = chat_body_for_call(apsw.Connection(str(srv.db_path)), raw.headers["x-mlx-call-id"])
+    assert chat_body["model"] == "@planner"
+    sent = chat_body["messages"]  # what replay re-runs: the earlier turn included
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"] and "tangerine" in sent[0]["content"]
+    assert sent[1]["content"] == first.output_text

@@ -33,7 +33,7 @@ from ..providers import responses_native as native
 from ..providers.responses_in import responses_request_to_chat, tags_of
 from ..providers.responses_out import (ChatChunksToResponseEvents, chat_to_response, input_items, new_id,
                                        output_to_chat_message, response_shell, sse)
-from ..storage.responses_store import StoredResponse, delete_response, load_response, save_response
+from ..storage.responses_store import StoredResponse, delete_response, load_response, save_job
 from .errors import JSON, error_body, error_response
 from .gateway import ChatOutcome, Gateway, StreamFormat
 from .messages import _tags as merge_tags
@@ -57,7 +57,7 @@ class ResponseState:
             self.recent[r.response_id] = r
             while len(self.recent) > _CACHE_SIZE:
                 self.recent.popitem(last=False)
-        self.rt.writer.execute(lambda conn: save_response(conn, r))
+        self.rt.writer.submit_nowait(save_job(r))  # may run in a stream's cleanup: never awaits, never blocks
 
     async def get(self, response_id: str, param: str | None = None) -> StoredResponse:
         found = self.recent.get(response_id)

@@ -1,6 +1,6 @@
 """Named queries for /v1/responses conversation state (table `responses`, schema_responses.py).
 
-Writes run on the writer thread (`Writer.execute` / `Writer.run`), reads on a reader
+Writes run on the writer thread (`save_job` / `Writer.run`), reads on a reader
 connection in a worker thread: none of these is called on the event loop.
 """
 from __future__ import annotations
@@ -11,6 +11,8 @@ from typing import Any
 
 import apsw
 import msgspec
+
+from .writer import _Job
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
@@ -34,6 +36,11 @@ def save_response(conn: apsw.Connection, r: StoredResponse) -> None:
         (r.response_id, r.call_id, time.time(), int(r.stored), r.response.get("previous_response_id"),
          _enc.encode(r.response), _enc.encode(r.input_items), _enc.encode(r.history),
          _enc.encode(r.chat_body) if r.chat_body is not None else None))
+
+
+def save_job(r: StoredResponse) -> Any:
+    """`save_response` as an item for `Writer.submit_nowait`: queued in order, never blocking, never dropped."""
+    return _Job(lambda conn: save_response(conn, r))
 
 
 def load_response(conn: apsw.Connection, response_id: str) -> StoredResponse | None:
