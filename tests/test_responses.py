@@ -263,3 +263,19 @@ def test_state_survives_a_restart_and_is_read_from_the_database(make_server):
     sent = chat_body["messages"]  # what replay re-runs: the earlier turn included
     assert [m["role"] for m in sent] == ["user", "assistant", "user"] and "tangerine" in sent[0]["content"]
     assert sent[1]["content"] == first.output_text
+
+
+def test_upstream_failures_mid_stream_and_before(env):
+    env.up.enqueue(text="one two three four five six", stream_fail_after=3)
+    events = sse_events(env.srv, {"model": "@oai", "input": "cut me", "stream": True})
+    assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+    assert events[-1]["response"]["error"]["code"] == "server_error"
+    env.up.enqueue(status=500, n_times=10)
+    r = httpx.post(env.srv.base_url + "/responses", json={"model": "@oai", "input": "fail"}, timeout=60)
+    env.up.reset()
+    assert r.status_code == 502 and r.json()["error"]["code"] == "all_targets_failed"
+    assert r.json()["error"]["attempts"], r.text
+    env.up.enqueue(status=400)
+    r = httpx.post(env.srv.base_url + "/responses", json={"model": "@oai", "input": "fail"}, timeout=30)
+    up_error = env.up.requests[-1]  # an upstream 4xx passes through, with its status and message
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error" and up_error

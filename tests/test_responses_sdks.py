@@ -1,5 +1,5 @@
 """The README's /v1/responses recipes, run as written against the real server: the openai SDK, the
-OpenAI Agents SDK with its defaults (on the mock, an OpenAI-compatible upstream and Anthropic),
+OpenAI Agents SDK with its defaults (on the mock, an OpenAI-compatible upstream, Anthropic, Gemini),
 pydantic-ai's OpenAIResponsesModel; and native mode against the strict fake Responses upstream."""
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_readme_openai_sdk_recipe(env):
     assert steps[0]["tags"] == {"run_id": "run_demo_responses", "agent": "weather"}
 
 
-@pytest.mark.parametrize("alias", ["@planner", "@oai", "@claude"])
+@pytest.mark.parametrize("alias", ["@planner", "@oai", "@claude", "@gemini"])
 def test_readme_agents_sdk_recipe_on_every_kind(env, alias):
     """The Agents SDK unmodified, defaults kept: a function tool round trip, then a streamed run."""
     if alias == "@oai":  # a real model decides to call the tool; the fake is told to
