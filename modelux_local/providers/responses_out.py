@@ -6,16 +6,25 @@ documented semantic events (response.created ... response.completed), each with 
 """
 from __future__ import annotations
 
-import json
+import itertools
 import secrets
 import time
 from typing import Any
 
+import msgspec
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
+_ID_PREFIX = secrets.token_hex(4)  # per process: ids stay unique across restarts
+_ID_SEQ = itertools.count()
+
+
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(16)}"
+    """Unique without a syscall per id (a stream makes several)."""
+    return f"{prefix}_{time.time_ns():x}{_ID_PREFIX}{next(_ID_SEQ) % 65536:04x}"
 
 
 def usage_from_chat(u: dict[str, Any] | None) -> dict[str, Any]:
@@ -155,7 +164,7 @@ def input_items(items: Any) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- streaming
 
 def sse(event: dict[str, Any]) -> bytes:
-    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+    return b"event: " + event["type"].encode() + b"\ndata: " + _encode(event) + b"\n\n"
 
 
 class ChatChunksToResponseEvents:
@@ -172,7 +181,7 @@ class ChatChunksToResponseEvents:
         self.seq = 0
         self.started = False
         self.open: dict[str, Any] | None = None   # the output item being streamed
-        self.text = ""
+        self.pieces: list[str] = []  # the open item's text or arguments so far (joined once, when it closes)
         self.calls: dict[int, dict[str, Any]] = {}  # chat tool_calls index -> function_call item
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
@@ -198,22 +207,24 @@ class ChatChunksToResponseEvents:
             return []
         i = self._index()
         out = []
+        text = "".join(self.pieces)
         if item["type"] == "reasoning":
-            part = {"type": "summary_text", "text": self.text}
+            part = {"type": "summary_text", "text": text}
             ids = {"item_id": item["id"], "output_index": i, "summary_index": 0}
-            out.append(self._ev("response.reasoning_summary_text.done", **ids, text=self.text))
+            out.append(self._ev("response.reasoning_summary_text.done", **ids, text=text))
             out.append(self._ev("response.reasoning_summary_part.done", **ids, part=part))
             item["summary"] = [part]
         elif item["type"] == "message":
-            part = {"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
             out.append(self._ev("response.output_text.done", item_id=item["id"], output_index=i, content_index=0,
-                                text=self.text, logprobs=[]))
+                                text=text, logprobs=[]))
             out.append(self._ev("response.content_part.done", item_id=item["id"], output_index=i, content_index=0,
                                 part=part))
             item["content"] = [part]
         else:
+            item["arguments"] = text
             out.append(self._ev("response.function_call_arguments.done", item_id=item["id"], output_index=i,
-                                name=item["name"], arguments=item["arguments"]))
+                                name=item["name"], arguments=text))
         item["status"] = "completed"
         out.append(self._ev("response.output_item.done", output_index=i, item=item))
         return out
@@ -228,8 +239,8 @@ class ChatChunksToResponseEvents:
     def feed_payload(self, payload: bytes) -> bytes | None:
         """One relayed chunk payload (JSON bytes); None for one that is not a chunk object."""
         try:
-            chunk = json.loads(payload)
-        except ValueError:
+            chunk = _decode(payload)
+        except msgspec.DecodeError:
             return None
         return b"".join(self.feed(chunk)) if isinstance(chunk, dict) else None
 
@@ -257,11 +268,11 @@ class ChatChunksToResponseEvents:
         if self.open is None or self.open["type"] != "message":
             out += self._open({"id": new_id("msg"), "type": "message", "status": "in_progress",
                                "role": "assistant", "content": []})
-            self.text = ""
+            self.pieces = []
             out.append(self._ev("response.content_part.added", item_id=self.open["id"], output_index=self._index(),
                                 content_index=0, part={"type": "output_text", "text": "", "annotations": [],
                                                        "logprobs": []}))
-        self.text += piece
+        self.pieces.append(piece)
         out.append(self._ev("response.output_text.delta", item_id=self.open["id"], output_index=self._index(),
                             content_index=0, delta=piece, logprobs=[]))
         return out
@@ -271,10 +282,10 @@ class ChatChunksToResponseEvents:
         out: list[bytes] = []
         if self.open is None or self.open["type"] != "reasoning":
             out += self._open({"id": new_id("rs"), "type": "reasoning", "summary": []})
-            self.text = ""
+            self.pieces = []
             out.append(self._ev("response.reasoning_summary_part.added", item_id=self.open["id"],
                                 output_index=self._index(), summary_index=0, part={"type": "summary_text", "text": ""}))
-        self.text += piece
+        self.pieces.append(piece)
         out.append(self._ev("response.reasoning_summary_text.delta", item_id=self.open["id"],
                             output_index=self._index(), summary_index=0, delta=piece))
         return out
@@ -288,10 +299,11 @@ class ChatChunksToResponseEvents:
             item = _call_item({"id": call.get("id"), "function": {"name": fn.get("name")}}, status="in_progress")
             self.calls[k] = item
             out += self._open(item)
+            self.pieces = []
         elif item is not self.open:
             return out  # a late fragment of an already closed call: chat servers do not send these
         if fn.get("arguments"):
-            item["arguments"] += fn["arguments"]
+            self.pieces.append(fn["arguments"])
             out.append(self._ev("response.function_call_arguments.delta", item_id=item["id"],
                                 output_index=self._index(), delta=fn["arguments"]))
         return out
