@@ -165,3 +165,38 @@ def test_native_failure_falls_back_to_a_translated_target(env, client):
     r = httpx.post(env.srv.base_url + "/responses", timeout=30, json={
         "model": "@native-then-mock", "input": "search", "tools": [{"type": "web_search"}]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "tools[0].type", r.text
+
+
+@pytest.mark.parametrize("alias", ["@claude", "@native"])
+def test_agents_sdk_chaining_with_previous_response_id(env, alias):
+    """The Agents SDK's server-side chaining: later calls send only new items and previous_response_id;
+    the earlier turns come from our state (translated) or the upstream's (native)."""
+    import asyncio
+
+    from agents import Agent, ModelSettings, Runner, function_tool, set_default_openai_client, set_tracing_disabled
+
+    set_default_openai_client(openai.AsyncOpenAI(base_url=env.srv.base_url, api_key="k", max_retries=0))
+    set_tracing_disabled(True)
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The current weather in a city."""
+        return f"hail in {city}"
+
+    run_id = f"run_chain_{alias[1:]}"
+    agent = Agent(name="w", instructions="Use the tool.", model=alias, tools=[get_weather],
+                  model_settings=ModelSettings(metadata={"run_id": run_id}))
+    async def both():
+        first = await Runner.run(agent, "Weather in Bergen?", auto_previous_response_id=True)
+        return first, await Runner.run(agent, "And tomorrow?", previous_response_id=first.last_response_id)
+
+    first, second = asyncio.run(both())
+    assert first.final_output and second.final_output
+    steps = run_steps(env, run_id)
+    requests = [env.call(s["call_id"])["request"] for s in steps]
+    assert "previous_response_id" not in requests[0]
+    assert all(r["previous_response_id"] for r in requests[1:])
+    assert [i.get("type") for i in requests[1]["input"]] == ["function_call_output"]  # only the new item
+    if alias == "@claude":  # the whole conversation reached Anthropic, rebuilt from the stored turns
+        sent = env.ant.requests[-1].json["messages"]
+        assert "Bergen" in json.dumps(sent[0]) and "hail in" in json.dumps(sent)
