@@ -251,6 +251,10 @@ def test_gemini_streamed_tool_round_trip_with_cache_and_reasoning_tokens(env, cl
 def test_state_survives_a_restart_and_is_read_from_the_database(make_server):
     srv = make_server()
     c = openai.OpenAI(base_url=srv.base_url, api_key="k", max_retries=0)
+    # no native provider here: a refusal is answered before routing, and nothing is recorded
+    r = httpx.post(srv.base_url + "/responses", timeout=30,
+                   json={"model": "@planner", "input": "x", "tools": [{"type": "file_search"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools[0].type" and "x-mlx-call-id" not in r.headers
     first = c.responses.create(model="@planner", input=[{"role": "user", "content": "remember the word tangerine"}])
     srv.stop()
     srv.start()  # same data dir: the in-memory copy is gone, the table is not
