@@ -4,13 +4,13 @@ state, streaming events, refusals, tags, budgets and the record."""
 from __future__ import annotations
 
 import json
+import time
+import typing
 
 import apsw
 import httpx
 import openai
 import pytest
-import typing
-
 from openai.types.responses import ResponseStreamEvent
 
 from modelux_local.storage.responses_store import chat_body_for_call
@@ -283,3 +283,15 @@ def test_upstream_failures_mid_stream_and_before(env):
     r = httpx.post(env.srv.base_url + "/responses", json={"model": "@oai", "input": "fail"}, timeout=30)
     up_error = env.up.requests[-1]  # an upstream 4xx passes through, with its status and message
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error" and up_error
+
+
+def test_a_repeated_responses_turn_is_flagged_as_a_loop(env, client):
+    """Anomalies read Responses requests too: the same input five times in one run is a loop."""
+    for _ in range(5):
+        client.responses.create(model="@planner", input=[{"role": "user", "content": "try again"}],
+                                metadata={"run_id": "resp-loop", "agent": "looper"})
+    env.srv.get("/mlx/v1/runs/resp-loop")  # read-your-writes
+    deadline = time.monotonic() + 10
+    while "loop" not in env.srv.get("/mlx/v1/runs/resp-loop").json()["anomalies"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert env.srv.get("/mlx/v1/runs/resp-loop").json()["anomalies"] == ["loop"]

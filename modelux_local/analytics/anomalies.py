@@ -63,9 +63,15 @@ def fingerprint(request: bytes | None) -> str | None:
         body = _dec.decode(request)
     except msgspec.DecodeError:
         return None
-    if not isinstance(body, dict) or not body.get("messages"):
+    if not isinstance(body, dict):
         return None
-    core = _normalise({"messages": body.get("messages"), "tools": body.get("tools"), "system": body.get("system")})
+    if body.get("messages"):
+        core = _normalise({"messages": body.get("messages"), "tools": body.get("tools"), "system": body.get("system")})
+    elif body.get("input"):  # /v1/responses (embeddings never get here): the same turn on the same state
+        core = _normalise({"input": body["input"], "instructions": body.get("instructions"), "tools": body.get("tools"),
+                           "previous_response_id": body.get("previous_response_id")})
+    else:
+        return None
     return hashlib.sha256(_enc_sorted.encode(core)).hexdigest()[:16]
 
 
