@@ -2,8 +2,9 @@
 
 Each route waits for the writer's barrier first (read-your-writes: a call the client has
 seen answered is in the list), then reads on a worker thread with the Reader's
-per-thread connection. The search index hook and the embedding job are registered here
-because this module is the search room's one entry point into the server.
+per-thread connection. The search index addon (FTS rows in the writer's transaction, the
+embedding job in the background) is registered here because this module is the search room's
+one entry point into the server.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import asyncio
 import msgspec
 from litestar import Request, Response, get
 
+from ..calls import Addon
 from ..errors import BadRequest
 from ..storage import embed_job
 from ..storage.analytics_queries import DEFAULT_LIMIT, analytics, list_runs, make_filter
@@ -44,10 +46,22 @@ def _run_filter(request: Request):
                        include_replays=_flag(request, "include_replays"), tag_sep=":")
 
 
+class SearchIndex(Addon):
+    """Indexes each batch of calls for full-text search as it is written; embeds them in the background."""
+
+    def __init__(self, rt):
+        self.rt = rt
+
+    def after_batch(self, conn, records) -> None:
+        index_batch(conn, records)
+
+    def jobs(self):
+        return [embed_job.job(self.rt)]
+
+
 def routes(rt, gateway) -> list:
-    if index_batch not in rt.writer.after_batch:  # routes() may be called for more than one app
-        rt.writer.after_batch.append(index_batch)
-        rt.background.append(embed_job.job(rt))
+    if rt.hooks.of(SearchIndex) is None:  # routes() may be called for more than one app
+        rt.hooks.add(SearchIndex(rt))
 
     @get("/mlx/v1/runs")
     async def runs_list(request: Request) -> Response:

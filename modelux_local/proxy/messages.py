@@ -33,7 +33,7 @@ from ..errors import AllTargetsFailed, BadRequest, ModeluxError, UpstreamError
 from ..providers.messages_api import (ERROR_TYPE, OpenAIChunksToAnthropicEvents, anthropic_request_to_openai,
                                       openai_error_to_anthropic, openai_response_to_anthropic)
 from .errors import JSON
-from .gateway import ChatOutcome, Gateway, StreamFormat
+from .gateway import ChatOutcome, ClientGone, Gateway, StreamFormat, until_disconnect
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -126,9 +126,12 @@ def routes(rt, gw: Gateway) -> list:
         raw = await request.body()
         try:
             openai_body, tags = _translate(gw, raw, request.headers)
-            out = await gw.start_chat(openai_body, raw, tags, "messages", clock=clock)
+            out = await until_disconnect(request.receive, gw.start_chat(openai_body, raw, tags, "messages",
+                                                                        clock=clock))
         except ModeluxError as e:
             return error_response(e)
+        except ClientGone:
+            return Response(b"", status_code=499)  # nobody reads it; the call is recorded as client_closed
         return render(out)
 
     @post("/v1/messages/count_tokens", status_code=200)
