@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .calls.context import Snapshot
 from .calls.hooks import Hooks
 from .config.loader import ConfigSet, load_dir
 from .errors import ConfigError
@@ -24,16 +25,6 @@ def _report_crash(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background job %s stopped: %r", task.get_coro().__qualname__, task.exception(),
                   exc_info=task.exception())
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One consistent view of the config; swapped atomically on reload, read once per request."""
-
-    configs: ConfigSet
-    router: Router
-    prices: PriceBook
-    providers: dict[str, Provider]
 
 
 @dataclass

@@ -26,9 +26,9 @@ Following a chat completion (`POST /v1/chat/completions`) from the route to the 
 
 Wire formats plug in at `ChatOutcome` + `StreamFormat` (see proxy/messages.py for Anthropic's).
 """
-from .context import CallContext, Sink, new_call_id
+from .context import CallContext, Sink, Snapshot, new_call_id
 from .dispatch import ChatOutcome, Dispatcher, StreamFormat, error_body
 from .hooks import Addon, Hooks
 
-__all__ = ["Addon", "CallContext", "ChatOutcome", "Dispatcher", "Hooks", "Sink", "StreamFormat", "error_body",
+__all__ = ["Addon", "CallContext", "ChatOutcome", "Dispatcher", "Hooks", "Sink", "Snapshot", "StreamFormat", "error_body",
            "new_call_id"]

@@ -10,8 +10,11 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from ..routing import Plan
 
 if TYPE_CHECKING:
+    from ..config.loader import ConfigSet
     from ..core.records import CallRecord
-    from ..runtime import Snapshot
+    from ..pricing import PriceBook
+    from ..providers import Provider
+    from ..routing import Router
 
 _ID_PREFIX = os.urandom(3).hex()  # per process: ids stay unique across restarts and replays
 _ID_SEQ = itertools.count()
@@ -20,6 +23,17 @@ _ID_SEQ = itertools.count()
 def new_call_id() -> str:
     """Time-ordered and unique without a syscall per call (os.urandom showed up in profiles)."""
     return f"call_{time.time_ns():x}{_ID_PREFIX}{next(_ID_SEQ) % 4096:03x}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One consistent view of the config; swapped atomically on reload, read once per request.
+    A replay builds its own around the candidate config."""
+
+    configs: "ConfigSet"
+    router: "Router"
+    prices: "PriceBook"
+    providers: "dict[str, Provider]"
 
 
 @dataclass(slots=True)

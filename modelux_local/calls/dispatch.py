@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import msgspec
 
@@ -20,11 +20,8 @@ from ..core.records import CallRecord
 from ..errors import AllTargetsFailed, InternalError, ModeluxError, ModelNotFound, UpstreamError
 from ..providers.base import ChatRequest, ChatResult, ChatStream
 from ..routing import Attempt, Plan, TargetPlan, execute
-from .context import CallContext, Sink, new_call_id
+from .context import CallContext, Sink, Snapshot, new_call_id
 from .hooks import Hooks
-
-if TYPE_CHECKING:
-    from ..runtime import Snapshot
 
 log = logging.getLogger("modelux.calls")
 _encode = msgspec.json.Encoder().encode
@@ -137,7 +134,7 @@ class Dispatcher:
 
     # -- resolve -------------------------------------------------------------------------
 
-    async def resolve(self, snap: "Snapshot", body: dict, tags: dict[str, str], raw: bytes, endpoint: str,
+    async def resolve(self, snap: Snapshot, body: dict, tags: dict[str, str], raw: bytes, endpoint: str,
                       started: float, t0: float, stamp: Stamp | None = None) -> Plan:
         """The plan for `body["model"]`. An unknown model inside a run is recorded as a step of that
         run (its trace then shows why the agent failed) before ModelNotFound is raised."""
@@ -157,7 +154,7 @@ class Dispatcher:
 
     # -- one call ------------------------------------------------------------------------
 
-    async def start_chat(self, snap: "Snapshot", body: dict, raw: bytes | None, tags: dict[str, str],
+    async def start_chat(self, snap: Snapshot, body: dict, raw: bytes | None, tags: dict[str, str],
                          endpoint: str = "chat", *, clock: tuple[float, float] | None = None, plan: Plan | None = None,
                          stamp: Stamp | None = None, buffer: bool = False) -> ChatOutcome:
         """Routes an OpenAI chat body (tags already removed) and reports how it went, format-free.
@@ -211,7 +208,7 @@ class Dispatcher:
 
         return ChatOutcome(out.call_id, out.headers, target=target, stream=relay, wants_usage=wants_usage)
 
-    async def embeddings(self, snap: "Snapshot", body: dict, raw: bytes | None, tags: dict[str, str], *,
+    async def embeddings(self, snap: Snapshot, body: dict, raw: bytes | None, tags: dict[str, str], *,
                          clock: tuple[float, float] | None = None, plan: Plan | None = None,
                          stamp: Stamp | None = None) -> ChatOutcome:
         started, t0 = clock or (time.time(), time.perf_counter())
