@@ -16,6 +16,17 @@ from ..settings import resolve_paths
 log = logging.getLogger("modelux")
 
 
+def register(sub, config_sub, common) -> None:
+    s = sub.add_parser("serve", help="run the proxy (and the TUI in a terminal)")
+    common(s)
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--headless", action="store_true", help="no TUI: the proxy alone, with log lines")
+    s.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (needs MODELUX_TOKEN)")
+    s.add_argument("--quiet", action="store_true", help="no per-call log lines")
+    s.set_defaults(func=run)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

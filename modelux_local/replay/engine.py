@@ -24,7 +24,7 @@ from ..core.usage import Usage, usage_from_openai
 from ..errors import ModeluxError
 from ..pricing import PriceBook
 from ..providers import build_provider
-from ..providers.messages_api import anthropic_request_to_openai
+from ..providers.anthropic_in import anthropic_request_to_openai
 from ..routing import Plan, Router
 from ..storage.record_rows import assemble_stream
 from .selection import OriginalCall, OriginalRun
