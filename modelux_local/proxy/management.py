@@ -13,9 +13,8 @@ import asyncio
 import msgspec
 from litestar import Request, Response, get
 
-from ..calls import Addon
+from ..calls import Addon, embedder
 from ..errors import BadRequest
-from ..storage import embed_job
 from ..storage.analytics_queries import DEFAULT_LIMIT, analytics, list_runs, make_filter
 from ..storage.search import full_text, index_batch, search_filter, semantic
 
@@ -56,7 +55,7 @@ class SearchIndex(Addon):
         index_batch(conn, records)
 
     def jobs(self):
-        return [embed_job.job(self.rt)]
+        return [embedder.job(self.rt)]
 
 
 def routes(rt, gateway) -> list:
@@ -90,8 +89,7 @@ def routes(rt, gateway) -> list:
             raise BadRequest("limit must be between 1 and 1000", param="limit")
         await rt.writer.barrier()
         if _flag(request, "semantic"):
-            snap = rt.snapshot
-            model, vectors = await embed_job.Embedder(snap.router, snap.providers).embed([query])
+            model, vectors = await embedder.Embedder(rt.snapshot).embed([query])
             results = await asyncio.to_thread(lambda: semantic(rt.reader.conn(), vectors[0], model, flt, query, limit))
             return _json({"query": query, "semantic": True, "model": model, "results": results})
         results = await asyncio.to_thread(lambda: full_text(rt.reader.conn(), query, flt, limit))
