@@ -113,3 +113,76 @@ def test_a_client_gone_before_the_headers_cancels_the_upstream(tmp_path, stream)
             assert up.requests[-1].client_gone_at - t0 < 4  # cancelled, not answered after its 5 s delay
             calls = _calls(s, f"gone-{stream}")
             assert [c[0] for c in calls] == ["client_closed"], calls
+
+
+def _dispatcher_on_default_config():
+    from modelux_local.calls import Addon, Dispatcher, Hooks, Sink, Snapshot
+    from modelux_local.config.loader import load_dir
+    from modelux_local.pricing import PriceBook
+    from modelux_local.providers import build_provider
+    from modelux_local.routing import Router
+
+    cs = load_dir(None)
+    providers = {n: build_provider(n, pc) for n, pc in cs.server.providers.items()}
+    snap = Snapshot(cs, Router(cs), PriceBook(cs.server.prices, cs.server.providers), providers)
+    records, settled = [], []
+
+    class Settled(Addon):
+        def after(self, ctx, rec):
+            settled.append(rec.call_id)
+
+    async def put(rec):
+        records.append(rec)
+
+    alias = "@" + next(iter(cs.routing[cs.default_name].aliases))
+    return Dispatcher(Hooks([Settled()]), Sink(put, records.append)), snap, alias, records, settled
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_a_stream_that_is_never_relayed_is_recorded_and_settled_once(started):
+    """An endpoint that drops the outcome (or its generator) without relaying it to the end leaks nothing."""
+    import asyncio
+    import gc
+
+    from modelux_local.proxy.gateway import OpenAISSE
+
+    dispatcher, snap, alias, records, settled = _dispatcher_on_default_config()
+
+    async def go():
+        body = {"model": alias, "stream": True, "messages": [{"role": "user", "content": "hello there"}]}
+        out = await dispatcher.start_chat(snap, body, b"{}", {"run_id": "dropped"})
+        gen = out.stream(OpenAISSE(False))
+        if started:
+            await gen.__anext__()
+            await gen.aclose()
+        del out, gen
+        gc.collect()
+        await asyncio.sleep(0)
+        for p in snap.providers.values():
+            await p.aclose()
+
+    asyncio.run(go())
+    assert [r.status for r in records] == ["client_closed"], records
+    assert settled == [records[0].call_id]
+
+
+def test_a_stream_relayed_to_its_end_is_recorded_once():
+    import asyncio
+    import gc
+
+    from modelux_local.proxy.gateway import OpenAISSE
+
+    dispatcher, snap, alias, records, settled = _dispatcher_on_default_config()
+
+    async def go():
+        body = {"model": alias, "stream": True, "messages": [{"role": "user", "content": "hello there"}]}
+        out = await dispatcher.start_chat(snap, body, b"{}", {"run_id": "relayed"})
+        chunks = [c async for c in out.stream(OpenAISSE(False))]
+        assert chunks[-1] == b"data: [DONE]\n\n"
+        del out
+        gc.collect()
+        for p in snap.providers.values():
+            await p.aclose()
+
+    asyncio.run(go())
+    assert [r.status for r in records] == ["ok"] and settled == [records[0].call_id]

@@ -203,8 +203,16 @@ class Dispatcher:
             return await self._ok(call, out)
         target = out.target
 
+        def unrelayed() -> None:  # the outcome was dropped without its stream being relayed to the end
+            if not call.done:
+                _close(up)
+                self.sink.put_nowait(self._finish(call, status="client_closed", http_status=499, target=target,
+                                                  error="the stream was never relayed to the client"))
+
+        watch = _WhenDropped(unrelayed)  # held by `relay`, then by the generator's frame until it ends
+
         def relay(fmt: StreamFormat) -> AsyncIterator[bytes]:
-            return self._relay(call, target, up, fmt)
+            return self._relay(call, target, up, fmt, watch)
 
         return ChatOutcome(out.call_id, out.headers, target=target, stream=relay, wants_usage=wants_usage)
 
@@ -261,7 +269,8 @@ class Dispatcher:
         return ChatOutcome(ctx.call_id, {"x-mlx-call-id": ctx.call_id, "x-mlx-served-by": target.label},
                            target=target, result=result)
 
-    async def _relay(self, call: _Call, target: TargetPlan, up: ChatStream, fmt: StreamFormat) -> AsyncIterator[bytes]:
+    async def _relay(self, call: _Call, target: TargetPlan, up: ChatStream, fmt: StreamFormat,
+                     _watch: "_WhenDropped") -> AsyncIterator[bytes]:
         """Passes chunks on as they arrive, in `fmt`; the record is queued whatever way the stream ends."""
         ctx = call.ctx
         on_chunk = self.hooks.on_chunk
@@ -303,6 +312,22 @@ class Dispatcher:
                 self.sink.put_nowait(self._finish(call, status=status, http_status=http_status, target=target,
                                                   events=events, raw_usage=up.raw_usage or None, ttft=ttft,
                                                   error=error))  # no await: this may run inside a cancelled task
+
+
+class _WhenDropped:
+    """Runs `fn` when garbage: a streamed call whose outcome was never rendered (or whose generator
+    was never started) is still recorded and settled, instead of leaking its reservation."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], None]):
+        self.fn = fn
+
+    def __del__(self) -> None:
+        try:
+            self.fn()
+        except Exception:
+            log.exception("recording an unrelayed stream failed")
 
 
 def _close(up: ChatStream) -> None:
