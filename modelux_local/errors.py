@@ -73,6 +73,14 @@ class AllTargetsFailed(ModeluxError):
     code = "all_targets_failed"
 
 
+class InternalError(ModeluxError):
+    """500: a bug of ours after a call was admitted; the call is still recorded and settled."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+
 class UpstreamError(ModeluxError):
     """One failed upstream attempt.
 

@@ -8,7 +8,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from modelux_local.config.schema import ProviderConfig
 from modelux_local.errors import UpstreamError
-from modelux_local.providers import _anthropic_translate as tr
+from modelux_local.providers import anthropic_out as tr
 from modelux_local.providers.anthropic import AnthropicProvider
 from modelux_local.providers.base import ChatRequest
 from tests.fakes.fake_anthropic import FakeAnthropic

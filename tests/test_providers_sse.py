@@ -90,7 +90,7 @@ async def test_a_last_line_without_newline_still_counts_and_done_stops():
 # helpers (_openai_shapes): the same bad input gets the same 400.
 
 from modelux_local.errors import UpstreamError  # noqa: E402
-from modelux_local.providers import _anthropic_translate as atr  # noqa: E402
+from modelux_local.providers import anthropic_out as atr  # noqa: E402
 from modelux_local.providers import _gemini_translate as gtr  # noqa: E402
 
 TRANSLATE = {"anthropic": lambda body: atr.request_to_anthropic(body, "claude", 1024),

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import apsw
 import msgspec
 
+from ..calls import Addon
 from ..core.records import CallRecord
 from ..core.stats import percentile
 from .budgets import Pending
@@ -96,7 +97,7 @@ def agent_stats(conn: apsw.Connection, now: float | None = None) -> dict[str, Ag
     return out
 
 
-class AnomalyWatcher:
+class AnomalyWatcher(Addon):
     """The writer hook. Its state is touched only on the writer thread (history is swapped whole)."""
 
     def __init__(self, rt: Any, pending: Pending, notify: Callable[[], None]):
@@ -110,7 +111,7 @@ class AnomalyWatcher:
         self._seen: dict[str, float] = {}
         self._since_prune = 0
 
-    def __call__(self, conn: apsw.Connection, records: list[CallRecord]) -> None:
+    def after_batch(self, conn: apsw.Connection, records: list[CallRecord]) -> None:
         server = self.rt.configs.server
         cfg, hooks, reader = server.anomalies, server.webhooks, self.rt.reader
         fired = False
@@ -150,6 +151,9 @@ class AnomalyWatcher:
         self._since_prune += len(records)
         if self._since_prune > 2000:
             self._prune(now - max(600.0, 2 * server.runs.idle_timeout_s))
+
+
+    __call__ = after_batch  # a plain writer hook too (bench/guards.py times it directly)
 
     def _seed(self, conn: apsw.Connection, rid: str, batch: set[str], cfg: Any) -> None:
         """Loop counts and recent failed attempts of a run's calls stored before this batch, so a

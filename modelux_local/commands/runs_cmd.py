@@ -172,17 +172,20 @@ def search_cmd(args) -> int:
 
 def _query_vector(paths, query: str) -> tuple[str, list[float]]:
     """The query's embedding, the way the server embeds calls: @embedder of the config, no Runtime."""
+    from ..calls import Snapshot
+    from ..calls.embedder import Embedder
     from ..config.loader import load_dir
+    from ..pricing import PriceBook
     from ..providers import build_provider
     from ..routing import Router
-    from ..storage.embed_job import Embedder
 
     cs = load_dir(paths.config_dir)
     providers = {name: build_provider(name, pc) for name, pc in cs.server.providers.items()}
 
     async def go():
         try:
-            return await Embedder(Router(cs), providers).embed([query])
+            snap = Snapshot(cs, Router(cs), PriceBook(cs.server.prices, cs.server.providers), providers)
+            return await Embedder(snap).embed([query])
         finally:
             for p in providers.values():
                 await p.aclose()

@@ -7,12 +7,24 @@ import logging
 import os
 import sys
 
+from ..calls import Addon
 from ..config.loader import ConfigSet
 from ..errors import ConfigError
 from ..pricing import nanos_to_usd
 from ..settings import resolve_paths
 
 log = logging.getLogger("modelux")
+
+
+def register(sub, config_sub, common) -> None:
+    s = sub.add_parser("serve", help="run the proxy (and the TUI in a terminal)")
+    common(s)
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--headless", action="store_true", help="no TUI: the proxy alone, with log lines")
+    s.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (needs MODELUX_TOKEN)")
+    s.add_argument("--quiet", action="store_true", help="no per-call log lines")
+    s.set_defaults(func=run)
 
 
 def _is_loopback(host: str) -> bool:
@@ -35,14 +47,15 @@ def banner(cs: ConfigSet, host: str, port: int, db: str) -> str:
     return "\n".join(lines)
 
 
-def _log_calls(conn, records) -> None:
-    """One line per call, written from the writer thread so the hot path never formats logs."""
-    for r in records:
-        u = r.usage
-        cost = nanos_to_usd(r.cost_nanos)
-        log.info("%s %s %s -> %s/%s %s %s %dms%s%s", r.run_id or "-", r.endpoint, r.alias or r.model, r.provider,
-                 r.model, r.http_status, r.status, r.latency_ms, f" {u.input_tokens}+{u.output_tokens} tok" if u else "",
-                 f" ${cost:.6f}" if cost is not None else (" unpriced" if u else ""))
+class CallLog(Addon):
+    def after_batch(self, conn, records) -> None:
+        """One line per call, written from the writer thread so the hot path never formats logs."""
+        for r in records:
+            u = r.usage
+            cost = nanos_to_usd(r.cost_nanos)
+            log.info("%s %s %s -> %s/%s %s %s %dms%s%s", r.run_id or "-", r.endpoint, r.alias or r.model, r.provider,
+                     r.model, r.http_status, r.status, r.latency_ms, f" {u.input_tokens}+{u.output_tokens} tok" if u else "",
+                     f" ${cost:.6f}" if cost is not None else (" unpriced" if u else ""))
 
 
 def _port_taken(host: str, port: int) -> str | None:
@@ -99,7 +112,7 @@ def run(args) -> int:
               file=sys.stderr)
         return 1
     if not args.quiet:
-        rt.writer.after_batch.append(_log_calls)
+        rt.hooks.add(CallLog())
     app = create_app(rt)
     tui = not args.headless and sys.stdout.isatty()
     print(banner(rt.configs, host, port, str(paths.db_path)), file=sys.stderr, flush=True)

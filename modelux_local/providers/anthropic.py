@@ -1,6 +1,6 @@
 """`kind = "anthropic"`: OpenAI Chat Completions in, Anthropic Messages API upstream, OpenAI out.
 
-Translation lives in _anthropic_translate (pure); this module is only the HTTP side on top of
+Translation lives in anthropic_out (pure); this module is only the HTTP side on top of
 HTTPProviderBase (session, key, timeouts): its headers and its error mapping.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config.schema import ProviderConfig
 from ..errors import UpstreamError
-from . import _anthropic_translate as tr
+from . import anthropic_out as tr
 from ._http import HTTPProviderBase
 from ._openai_shapes import decode_json, encode_json, openai_error_body
 from .base import ChatRequest, ChatResult, ChatStream

@@ -69,7 +69,10 @@ class MockProvider:
         in_tokens = count_tokens(prompt) + 4 * len(messages)
         tools = body.get("tools") or []
         last = messages[-1] if isinstance(messages[-1], dict) else {}
-        n = int(body.get("n") or 1)
+        n = body.get("n") or 1
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise UpstreamError(f"mock: 'n' must be a positive integer, got {n!r}", status=400, category=None,
+                                body=openai_error_body("'n' must be a positive integer", "invalid_request_error", param="n"))
         cap = body.get("max_completion_tokens") or body.get("max_tokens")
         choices, out_tokens = [], 0
         for i in range(n):

@@ -15,12 +15,19 @@ from litestar.exceptions import HTTPException
 from .. import __version__
 from ..errors import ModeluxError, NotFound, Unauthorized
 from ..runtime import Runtime
-from .errors import JSON, on_http_exception, on_modelux_error, on_unexpected
+from . import control, management, messages, replay_routes, responses
+from .errors import JSON, error_response, on_http_exception, on_unexpected
 from .gateway import Gateway
 
 
 def _json(obj: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(obj), status_code=status, media_type=JSON)
+
+
+def on_modelux_error(request: Request, e: ModeluxError) -> Response:
+    if request.url.path.startswith("/v1/messages"):  # Anthropic clients get Anthropic's error shape
+        return messages.error_response(e)
+    return error_response(e)
 
 
 def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
@@ -29,11 +36,11 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
 
     @post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        return await gw.chat(await request.body(), request.headers)
+        return await gw.chat(await request.body(), request.headers, receive=request.receive)
 
     @post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
-        return await gw.embeddings(await request.body(), request.headers)
+        return await gw.embeddings(await request.body(), request.headers, receive=request.receive)
 
     @get("/v1/models")
     async def models() -> Response:
@@ -94,9 +101,8 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
                 await rt.stop()
 
     from ..analytics import attach
-    from . import control, management, messages, replay_routes, responses
 
-    attach(rt, gw)
+    attach(rt)
     extra = [h for m in (management, control, replay_routes, messages, responses) for h in m.routes(rt, gw)]
     app = Litestar(
         route_handlers=[chat_completions, embeddings, models, healthz, get_run, get_call, config_status, *extra],

@@ -28,7 +28,7 @@ def _decode(raw: bytes, typ: type, what: str):
 
 
 def routes(rt, gateway) -> list:
-    guard = guard_of(gateway)
+    guard = guard_of(rt)
 
     @post("/mlx/v1/runs/{run_id:str}/outcome", status_code=204)
     async def outcome(run_id: str, request: Request) -> None:

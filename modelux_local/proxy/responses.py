@@ -35,7 +35,7 @@ from ..providers.responses_out import (ChatChunksToResponseEvents, chat_to_respo
                                        output_to_chat_message, response_shell, sse)
 from ..storage.responses_store import StoredResponse, delete_response, load_response, save_job
 from .errors import JSON, error_body, error_response
-from .gateway import ChatOutcome, Gateway, StreamFormat
+from .gateway import ChatOutcome, ClientGone, Gateway, StreamFormat, until_disconnect
 from .messages import _tags as merge_tags
 
 _decode = msgspec.json.Decoder().decode
@@ -229,9 +229,12 @@ def routes(rt, gw: Gateway) -> list:
         raw = await request.body()
         try:
             turn, tags = await prepare(gw, state, raw, request.headers)
-            out = await gw.start_chat(turn.chat_body | {}, raw, tags, "responses", clock=clock, forward=turn.forward)
+            out = await until_disconnect(request.receive, gw.start_chat(
+                turn.chat_body | {}, raw, tags, "responses", clock=clock, forward=turn.forward))
         except ModeluxError as e:
             return error_response(e)
+        except ClientGone:
+            return Response(b"", status_code=499)  # nobody reads it; the call is recorded as client_closed
         return render(out, turn)
 
     @get("/v1/responses/{response_id:str}")

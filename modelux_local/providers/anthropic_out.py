@@ -1,4 +1,6 @@
-"""OpenAI Chat Completions <-> Anthropic Messages, both directions, plus the stream translator.
+"""Anthropic as an *upstream* (the anthropic provider kind): OpenAI Chat Completions out to the
+Messages API, its answers and stream back to OpenAI shapes. Its counterpart for Anthropic
+*clients* (`POST /v1/messages` in) is anthropic_in.py.
 
 Pure functions over dicts (no I/O) so they are cheap to test and to time. What cannot be
 expressed in the Messages API is refused with a 400 naming the parameter, never dropped:

@@ -1,4 +1,5 @@
-"""The Anthropic Messages API as an *input* format (for `POST /v1/messages`).
+"""The Anthropic Messages API as an *input* format (for `POST /v1/messages`); Anthropic as an
+upstream is anthropic_out.py.
 
 The proxy turns an Anthropic request into an OpenAI chat body, routes it like any other call
 (to any provider kind), and turns the OpenAI answer back: a message, or a stream of Anthropic
