@@ -25,13 +25,15 @@ from ..errors import ModeluxError
 from ..pricing import PriceBook
 from ..providers import build_provider
 from ..providers.anthropic_in import anthropic_request_to_openai
+from ..providers.responses_in import responses_request_to_chat
 from ..routing import Plan, Router
 from ..storage.record_rows import assemble_stream
 from .selection import OriginalCall, OriginalRun
 
 _enc = msgspec.json.Encoder().encode
 _dec = msgspec.json.Decoder().decode
-REPLAYABLE = ("chat", "embeddings", "messages")  # messages: replayed as the chat call it was translated to
+# messages and responses: replayed as the chat call they were translated to
+REPLAYABLE = ("chat", "embeddings", "messages", "responses")
 
 
 def replay_run_id(original_run_id: str, replay_id: str) -> str:
@@ -187,8 +189,18 @@ class Replayer:
                 body, _ = anthropic_request_to_openai(body)
             except ModeluxError as e:
                 return ReplayedCall(oc, "skipped", error=f"recorded /v1/messages request: {e.message}")
+        elif oc.endpoint == "responses":  # the chat body it was routed as, earlier turns included
+            if oc.chat_body is not None:
+                body = _dec(oc.chat_body)
+            elif body.get("previous_response_id"):
+                return ReplayedCall(oc, "skipped", error="recorded /v1/responses call: its earlier turns are not stored")
+            else:
+                try:
+                    body = responses_request_to_chat(body, [])
+                except ModeluxError as e:
+                    return ReplayedCall(oc, "skipped", error=f"recorded /v1/responses request: {e.message}")
         body["model"] = self.maps.get(str(body.get("model")), str(body.get("model")))
-        return (await self._call(oc, body, tags, "chat" if oc.endpoint == "messages" else oc.endpoint))[0]
+        return (await self._call(oc, body, tags, "chat" if oc.endpoint in ("messages", "responses") else oc.endpoint))[0]
 
     async def _call(self, oc: OriginalCall, body: dict, tags: dict[str, str], endpoint: str,
                     plan: Plan | None = None) -> tuple[ReplayedCall, Any]:
