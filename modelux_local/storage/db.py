@@ -1,6 +1,7 @@
-"""Opening the database: WAL, sqlite-vec loaded, migrations applied."""
+"""Opening the database: WAL, sqlite-vec loaded, migrations applied, owner-only files."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -12,10 +13,27 @@ from .migrations import MIGRATIONS
 _migrate_lock = threading.Lock()
 
 
+def private_dir(d: Path) -> None:
+    """Creates `d` for this user only (0700, whatever the umask); an existing one keeps its mode."""
+    if not d.exists():
+        d.mkdir(parents=True, mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)
+
+
+def private_file(path: Path) -> None:
+    """Creates `path` (if missing) or tightens it to 0600: the stored prompts are the user's own.
+    SQLite gives -wal and -shm the mode of the database file, so they follow."""
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    os.chmod(path, 0o600)
+
+
 def connect(path: Path | str, *, readonly: bool = False) -> apsw.Connection:
     path = Path(path)
     if not readonly:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if p == path or p.exists():
+                private_file(p)
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     conn = apsw.Connection(str(path), flags=flags)
     conn.set_busy_timeout(10_000)
@@ -56,3 +74,16 @@ def open_db(path: Path | str) -> apsw.Connection:
     conn = connect(path)
     migrate(conn)
     return conn
+
+
+def check_writable(path: Path | str) -> None:
+    """Opens (creating, migrating) the database and makes one real write; raises the storage error
+    when it cannot, so `serve` refuses to start with a clear message instead of serving calls it
+    cannot record."""
+    conn = open_db(path)
+    try:
+        with conn:
+            conn.execute("UPDATE schema_migrations SET applied_at = applied_at "
+                         "WHERE version = (SELECT max(version) FROM schema_migrations)")
+    finally:
+        conn.close()
