@@ -14,9 +14,15 @@ _migrate_lock = threading.Lock()
 
 
 def private_dir(d: Path) -> None:
-    """Creates `d` for this user only (0700, whatever the umask); an existing one keeps its mode."""
+    """Creates `d` for this user only (0700, whatever the umask). An existing one is tightened
+    when it is ours: owned by this user and empty or holding our database (an upgrade from a
+    version that made it 0755); a shared directory passed as --data-dir is left alone."""
     if not d.exists():
         d.mkdir(parents=True, mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)
+        return
+    st = d.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.getuid() and ((d / "modelux.db").exists() or not any(d.iterdir())):
         os.chmod(d, 0o700)
 
 
@@ -25,6 +31,13 @@ def private_file(path: Path) -> None:
     SQLite gives -wal and -shm the mode of the database file, so they follow."""
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     os.chmod(path, 0o600)
+
+
+def open_private(path: Path | str):
+    """A file for writing that only this user can read (exports, logs), whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 def connect(path: Path | str, *, readonly: bool = False) -> apsw.Connection:
