@@ -17,7 +17,7 @@ import msgspec
 
 from ..core.records import CallRecord
 from ..core.usage import usage_from_openai
-from ..errors import AllTargetsFailed, ModeluxError
+from ..errors import AllTargetsFailed, ModeluxError, StorageUnavailable
 from .search import catch_up, ensure_vector_table, pack
 
 log = logging.getLogger("modelux.search")
@@ -140,8 +140,12 @@ def job(rt):
 
     async def run() -> None:
         # in slices, so a large backlog never holds the writer (and the calls queued behind it) for long
-        while await rt.writer.run(lambda c: catch_up(c, max_rows=2_000)):
-            pass
+        while True:
+            try:
+                if not await rt.writer.run(lambda c: catch_up(c, max_rows=2_000)):
+                    break
+            except StorageUnavailable:  # a failing disk: the index catches up once it recovers
+                await asyncio.sleep(RETRY_S)
         warned = False
         while True:
             try:
