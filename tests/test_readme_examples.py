@@ -48,7 +48,9 @@ ELSEWHERE = {
     "webhooks-toml": "test_budgets.py::test_the_readme_examples_of_this_section_are_valid_config",
     "tui-commands": "test_tui_serve.py::test_tui_command_opens_on_a_stopped_servers_database",
     "tui-screen": "test_tui_snapshots.py",
-    "export-cli": "test_export.py::test_readme_export_example_runs",  # a picture of the runs screen; the snapshots check the real one
+    "export-cli": "test_export.py::test_readme_export_example_runs",
+    "storage-healthz": "test_storage_faults.py::test_readme_healthz_example_has_the_servers_fields",
+    "soak-cli": "test_soak_script.py::test_soak_script_runs_and_reports",  # a picture of the runs screen; the snapshots check the real one
 }
 
 

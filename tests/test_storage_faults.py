@@ -4,6 +4,7 @@ SQLite's max_page_count on any machine). Calls keep working through the openai S
 says why it is degraded, management reads answer 503, and freeing space recovers by itself."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,19 @@ import pytest
 
 from .conftest import client_for
 from .server import ROOT, ServerProcess
+
+
+def readme_healthz() -> dict:
+    from .test_readme_examples import example
+
+    return json.loads(example("storage-healthz").text)
+
+
+def test_readme_healthz_example_has_the_servers_fields(default_server):
+    doc, real = readme_healthz(), default_server.get("/healthz").json()
+    assert real["status"] == "ok" and "reason" not in real
+    assert set(doc) - {"reason"} == set(real) and set(doc["storage"]) == set(real["storage"])
+    assert doc["version"] == real["version"]
 
 
 def _mount(d: Path, size: str = "4m") -> None:
@@ -84,6 +98,7 @@ def test_full_disk_degrades_keeps_serving_and_recovers(tmpfs, tmp_path):
     assert time.monotonic() - t0 < 30, "calls must not wait on the full disk"
     h = wait_health(srv, "degraded")
     assert "full" in h["reason"] or "I/O" in h["reason"], h
+    assert set(h) == set(readme_healthz()) and set(h["storage"]) == set(readme_healthz()["storage"])
     assert h["storage"]["queued"] > 0 and h["storage"]["write_failures"] > 0
     t0 = time.monotonic()
     r = srv.get("/mlx/v1/runs/disk-run")
