@@ -159,3 +159,35 @@ async def test_a_run_job_answers_after_its_commit(tmp_path):
     with pytest.raises(ZeroDivisionError):
         await w.run(lambda c: 1 / 0)
     await asyncio.to_thread(w.close)
+
+
+def streamed(i: int) -> CallRecord:
+    r = record(i)
+    r.stream, r.usage, r.response = True, None, None
+    r.stream_events = [b'{"choices": [{"index": 0, "delta": {"content": "' + b"z" * 2048 + b'"}}]}'] * 4 + [
+        b'{"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}']
+    return r
+
+
+async def test_streamed_records_shed_their_events_but_keep_their_usage(tmp_path, full_disk):
+    w = Writer(tmp_path / "m.db", maxsize=1000, max_bytes=64 * 1024)
+    w.start()
+    await w.submit(big(0))
+    await w.barrier()
+    full_disk.on = True
+    await w.run(full_disk)
+    for i in range(1, 41):  # 40 x ~8.5 KB of stream events against a 64 KB bound
+        w.submit_nowait(streamed(i))
+    await wait_for(lambda: w.status()["state"] == "degraded")
+    st = w.status()
+    assert st["bodies_dropped"] >= 30 and st["records_dropped"] == 0 and st["queued_bytes"] <= 64 * 1024
+    full_disk.on = False
+    await wait_for(lambda: w.status()["state"] == "ok")
+    await asyncio.to_thread(w.close)
+    db = apsw.Connection(str(tmp_path / "m.db"))
+    rows = db.execute("SELECT input_tokens, output_tokens, length(response), decision LIKE '%body_dropped%' "
+                      "FROM calls WHERE stream = 1").fetchall()
+    assert len(rows) == 40 and all(r[:2] == (7, 3) for r in rows), "usage survives the shedding"
+    dropped = [r for r in rows if r[3]]
+    assert len(dropped) == st["bodies_dropped"] and all((r[2] or 0) < 300 for r in dropped)
+    assert any(r[2] > 8000 for r in rows if not r[3]), "the newest keep their assembled answer"

@@ -28,9 +28,22 @@ def private_dir(d: Path) -> None:
 
 def private_file(path: Path) -> None:
     """Creates `path` (if missing) or tightens it to 0600: the stored prompts are the user's own.
-    SQLite gives -wal and -shm the mode of the database file, so they follow."""
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    SQLite gives -wal and -shm the mode of the database file, so they follow. Never opens an
+    existing file: closing any descriptor of a database drops the POSIX locks this process's
+    connections hold on it (SQLite's "posix advisory locks" caveat)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
     os.chmod(path, 0o600)
+
+
+def make_private(path: Path) -> None:
+    """The data dir 0700, the database and its -wal/-shm 0600 (before a writing connection opens)."""
+    private_dir(path.parent)
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if p == path or p.exists():
+            private_file(p)
 
 
 def open_private(path: Path | str):
@@ -43,10 +56,7 @@ def open_private(path: Path | str):
 def connect(path: Path | str, *, readonly: bool = False) -> apsw.Connection:
     path = Path(path)
     if not readonly:
-        private_dir(path.parent)
-        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-            if p == path or p.exists():
-                private_file(p)
+        path.parent.mkdir(parents=True, exist_ok=True)
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     conn = apsw.Connection(str(path), flags=flags)
     conn.set_busy_timeout(10_000)
@@ -84,6 +94,7 @@ def migrate(conn: apsw.Connection) -> int:
 
 
 def open_db(path: Path | str) -> apsw.Connection:
+    make_private(Path(path))
     conn = connect(path)
     migrate(conn)
     return conn

@@ -71,14 +71,12 @@ def _size(item: Any) -> int:
 
 def _strip_bodies(rec: CallRecord) -> None:
     """Drops a queued record's bodies but keeps what pricing needs (its usage)."""
-    if rec.usage is None and rec.status == "ok":
-        if rec.stream_events:
-            keep = next((e for e in reversed(rec.stream_events) if b'"usage"' in e), None)
-            rec.stream_events = [keep] if keep else None
-        elif rec.response:
-            rec.raw_usage, rec.usage = usage_of_body(rec.response)
-    if rec.stream_events and rec.usage is not None:
-        rec.stream_events = None
+    if rec.stream_events is not None:
+        keep = None if rec.usage is not None else next(
+            (e for e in reversed(rec.stream_events) if b'"usage"' in e), None)
+        rec.stream_events = [keep] if keep else None
+    elif rec.usage is None and rec.response and rec.status == "ok":
+        rec.raw_usage, rec.usage = usage_of_body(rec.response)
     rec.request = b""
     rec.response = None
     rec.decision["body_dropped"] = "storage was failing: the bodies were dropped to bound memory"
@@ -356,6 +354,7 @@ class Writer:
             try:
                 with self._conn:
                     if isinstance(i, CallRecord):
+                        mask_record(i, self.secrets)
                         write_calls(self._conn, [i])
                         for hook in self.after_batch:
                             hook(self._conn, [i])
