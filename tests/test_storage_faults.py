@@ -95,6 +95,9 @@ def test_full_disk_degrades_keeps_serving_and_recovers(tmpfs, tmp_path):
 
     t0 = time.monotonic()
     ids += [chat(client, i, stream=i % 2 == 1) for i in range(4, 60)]
+    for _ in range(2):  # the same request twice: retried batches must not count it again toward a loop
+        client.chat.completions.create(model="@executor", messages=[{"role": "user", "content": "same"}],
+                                       extra_body={"mlx:tags": {"run_id": "same-run"}})
     assert time.monotonic() - t0 < 30, "calls must not wait on the full disk"
     h = wait_health(srv, "degraded")
     assert "full" in h["reason"] or "I/O" in h["reason"], h
@@ -112,6 +115,8 @@ def test_full_disk_degrades_keeps_serving_and_recovers(tmpfs, tmp_path):
     filler.unlink()  # space comes back: no call, no restart needed
     h = wait_health(srv, "ok")
     assert h["storage"]["records_dropped"] == 0 and h["storage"]["bodies_dropped"] == 0
+    same = srv.get("/mlx/v1/runs/same-run").json()
+    assert same["calls"] == 2 and same["anomalies"] == [], same  # loop_repeats = 5
     run = srv.get("/mlx/v1/runs/disk-run").json()
     assert run["calls"] == 60 and run["status"] == "running" and run["outcome"] is None
     assert {s["call_id"] for s in run["steps"]} == set(ids)

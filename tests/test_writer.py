@@ -191,3 +191,68 @@ async def test_streamed_records_shed_their_events_but_keep_their_usage(tmp_path,
     dropped = [r for r in rows if r[3]]
     assert len(dropped) == st["bodies_dropped"] and all((r[2] or 0) < 300 for r in dropped)
     assert any(r[2] > 8000 for r in rows if not r[3]), "the newest keep their assembled answer"
+
+
+class CountingHook:
+    """A hook with in-memory state (as the anomaly watcher has) whose own write fills the disk."""
+
+    def __init__(self):
+        self.counted, self.pad = 0, True
+
+    def __call__(self, conn, recs):
+        self.counted += len(recs)
+        if self.pad:  # a real write past max_page_count: FullError after the counting
+            conn.execute("CREATE TABLE IF NOT EXISTS pad (x BLOB)")
+            conn.execute("INSERT INTO pad VALUES (zeroblob(200000))")
+
+    def rollback(self, recs):
+        self.counted -= len(recs)
+
+
+async def test_hooks_are_told_of_a_rolled_back_batch_so_retries_do_not_count_twice(tmp_path, full_disk):
+    w = Writer(tmp_path / "m.db")
+    hook = CountingHook()
+    w.after_batch.append(hook)
+    w.start()
+    full_disk.on = True
+    await w.run(full_disk)
+    for i in range(10):
+        await w.submit(record(i))
+    await wait_for(lambda: w.status()["write_failures"] >= 3)  # the same batch tried (and counted) 3+ times
+    hook.pad = full_disk.on = False
+    await wait_for(lambda: w.status()["state"] == "ok")
+    await w.barrier()
+    await asyncio.to_thread(w.close)
+    stored = apsw.Connection(str(tmp_path / "m.db")).execute("SELECT count(*) FROM calls").fetchone()[0]
+    assert stored == 10 and hook.counted == 10
+
+
+async def test_the_anomaly_watcher_does_not_see_a_loop_in_a_retried_batch(tmp_path, full_disk):
+    from modelux_local.analytics.anomalies import AnomalyWatcher, fingerprint
+    from modelux_local.analytics.budgets import Pending
+    from modelux_local.runtime import Runtime
+    from modelux_local.settings import Paths
+
+    rt = Runtime(Paths(tmp_path / "data", None))
+    watcher = AnomalyWatcher(rt, Pending(), lambda: None)
+    pad = CountingHook()
+    rt.writer.after_batch += [watcher, pad]  # the failure comes after the watcher counted
+    rt.writer.start()
+    full_disk.on = True
+    await rt.writer.run(full_disk)
+    same = []
+    for i in range(2):  # one request sent twice: below loop_repeats (5)
+        r = record(i)
+        r.run_id, r.tags = "looping", {"run_id": "looping"}
+        r.request = b'{"model": "@x", "messages": [{"role": "user", "content": "same"}]}'
+        r.attempts = [{"provider": "p", "model": "m", "status": "ok", "latency_ms": 1.0}]
+        same.append(r)
+        await rt.writer.submit(r)
+    await wait_for(lambda: rt.writer.status()["write_failures"] >= 3)
+    pad.pad = full_disk.on = False
+    await wait_for(lambda: rt.writer.status()["state"] == "ok")
+    await rt.writer.barrier()
+    assert watcher._loops["looping"][fingerprint(same[0].request)] == 2
+    rt.writer.close(5)
+    db = apsw.Connection(str(rt.paths.db_path))
+    assert db.execute("SELECT calls, anomalies FROM runs WHERE run_id = 'looping'").fetchone() == (2, "[]")

@@ -103,6 +103,7 @@ class AnomalyWatcher:
         self._flagged: dict[str, set[str]] = {}
         self._seen: dict[str, float] = {}
         self._since_prune = 0
+        self._taken: list[tuple[str, list[tuple]]] = []  # pending events taken by the current batch
 
     def __call__(self, conn: apsw.Connection, records: list[CallRecord]) -> None:
         server = self.rt.configs.server
@@ -111,8 +112,11 @@ class AnomalyWatcher:
         outliers: dict[str, str] = {}
         now = time.time()
         batch = {r.call_id for r in records}
+        self._taken = []
         for rec in records:
-            for item in self.pending.take(rec.call_id):
+            if taken := self.pending.take(rec.call_id):
+                self._taken.append((rec.call_id, taken))
+            for item in taken:
                 fired = True
                 if item[0] == "abort":
                     _, rid, reason, code, detail = item
@@ -144,6 +148,18 @@ class AnomalyWatcher:
         self._since_prune += len(records)
         if self._since_prune > 2000:
             self._prune(now - max(600.0, 2 * server.runs.idle_timeout_s))
+
+    def rollback(self, records: list[CallRecord]) -> None:
+        """The writer's transaction failed and will be retried (a full disk): give back the events
+        taken and forget the runs, so the retry reseeds their counters from what is stored instead
+        of counting the same calls again."""
+        for call_id, items in self._taken:
+            for item in items:
+                self.pending.add(call_id, item)
+        self._taken = []
+        for rec in records:
+            for d in (self._seen, self._loops, self._failures, self._flagged):
+                d.pop(rec.run_id, None)
 
     def _seed(self, conn: apsw.Connection, rid: str, batch: set[str], cfg: Any) -> None:
         """Loop counts and recent failed attempts of a run's calls stored before this batch, so a

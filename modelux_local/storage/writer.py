@@ -309,6 +309,7 @@ class Writer:
                         j.fn(self._conn)
             self.written += len(calls)
         except Exception as e:
+            self._rollback_hooks(calls)
             if (cause := storage_cause(e)) is not None:
                 return self._failed(items, cause)
             self.failed_batches += 1
@@ -362,12 +363,24 @@ class Writer:
                     elif not i.cancelled:
                         i.fn(self._conn)
             except Exception as e:
+                if isinstance(i, CallRecord):
+                    self._rollback_hooks([i])
                 if (cause := storage_cause(e)) is not None:
                     done = {id(x) for x in todo[:n]}
                     items[:] = [x for x in items if id(x) not in done]
                     return cause
                 log.exception("%s could not be stored", f"call {i.call_id}" if isinstance(i, CallRecord) else "a write")
         return None
+
+    def _rollback_hooks(self, calls: list[CallRecord]) -> None:
+        """Hooks keep state in memory too (anomaly counters): a hook with `rollback(records)` is told
+        that its writes for them were rolled back and will run again."""
+        for hook in self.after_batch:
+            if (undo := getattr(hook, "rollback", None)) is not None:
+                try:
+                    undo(calls)
+                except Exception:
+                    log.exception("rolling back %r failed", hook)
 
     def _degrade(self, e: BaseException) -> None:
         reason = f"{type(e).__name__}: {e}"
