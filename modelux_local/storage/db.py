@@ -35,7 +35,9 @@ def private_file(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except FileExistsError:
         pass
-    os.chmod(path, 0o600)
+    st = os.stat(path)
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():  # someone else's file: theirs to protect
+        os.chmod(path, 0o600)
 
 
 def make_private(path: Path) -> None:
