@@ -256,3 +256,20 @@ async def test_the_anomaly_watcher_does_not_see_a_loop_in_a_retried_batch(tmp_pa
     rt.writer.close(5)
     db = apsw.Connection(str(rt.paths.db_path))
     assert db.execute("SELECT calls, anomalies FROM runs WHERE run_id = 'looping'").fetchone() == (2, "[]")
+
+
+async def test_a_read_only_database_degrades_and_recovers_too(tmp_path):
+    w = Writer(tmp_path / "m.db")
+    w.start()
+    await w.run(lambda c: c.execute("PRAGMA query_only = ON"))  # SQLite refuses writes: SQLITE_READONLY
+    for i in range(3):
+        await w.submit(record(i))
+    await wait_for(lambda: w.status()["state"] == "degraded")
+    assert "ReadOnlyError" in w.status()["reason"]
+    with pytest.raises(StorageUnavailable):
+        await w.barrier()
+    # the writer reopens its connection while degraded (as after an I/O error): writable again
+    await wait_for(lambda: w.status()["state"] == "ok")
+    await w.barrier()
+    await asyncio.to_thread(w.close)
+    assert apsw.Connection(str(tmp_path / "m.db")).execute("SELECT count(*) FROM calls").fetchone()[0] == 3
