@@ -16,6 +16,7 @@ from .providers import Provider, build_provider
 from .routing import Router
 from .settings import Paths
 from .storage import Reader, Writer
+from .storage.redact import secrets_of
 
 log = logging.getLogger("modelux")
 
@@ -48,6 +49,7 @@ class Runtime:
         self.serving_audit_id = 0
         self.snapshot = self._build(self.configs, {})
         self.writer = Writer(paths.db_path)
+        self.writer.secrets = secrets_of(self.configs.server)
         self.reader = Reader(paths.db_path, self.configs.server.runs.idle_timeout_s)
         self.reload_status = ReloadStatus(message=f"loaded {self.configs.source}")
         self._stop = asyncio.Event()
@@ -102,6 +104,7 @@ class Runtime:
         old = self.snapshot
         self.snapshot = self._build(cs, old.providers)
         self.configs = cs
+        self.writer.secrets = secrets_of(cs.server)
         for name, p in old.providers.items():
             if self.snapshot.providers.get(name) is not p:
                 asyncio.get_running_loop().call_later(120, lambda p=p: asyncio.ensure_future(p.aclose()))

@@ -110,6 +110,7 @@ class AnomalyWatcher(Addon):
         self._flagged: dict[str, set[str]] = {}
         self._seen: dict[str, float] = {}
         self._since_prune = 0
+        self._taken: list[tuple[str, list[tuple]]] = []  # pending events taken by the current batch
 
     def after_batch(self, conn: apsw.Connection, records: list[CallRecord]) -> None:
         server = self.rt.configs.server
@@ -118,8 +119,11 @@ class AnomalyWatcher(Addon):
         outliers: dict[str, str] = {}
         now = time.time()
         batch = {r.call_id for r in records}
+        self._taken = []
         for rec in records:
-            for item in self.pending.take(rec.call_id):
+            if taken := self.pending.take(rec.call_id):
+                self._taken.append((rec.call_id, taken))
+            for item in taken:
                 fired = True
                 if item[0] == "abort":
                     _, rid, reason, code, detail = item
@@ -154,6 +158,17 @@ class AnomalyWatcher(Addon):
 
 
     __call__ = after_batch  # a plain writer hook too (bench/guards.py times it directly)
+    def rollback(self, records: list[CallRecord]) -> None:
+        """The writer's transaction failed and will be retried (a full disk): give back the events
+        taken and forget the runs, so the retry reseeds their counters from what is stored instead
+        of counting the same calls again."""
+        for call_id, items in self._taken:
+            for item in items:
+                self.pending.add(call_id, item)
+        self._taken = []
+        for rec in records:
+            for d in (self._seen, self._loops, self._failures, self._flagged):
+                d.pop(rec.run_id, None)
 
     def _seed(self, conn: apsw.Connection, rid: str, batch: set[str], cfg: Any) -> None:
         """Loop counts and recent failed attempts of a run's calls stored before this batch, so a

@@ -14,6 +14,8 @@ Where each hook runs, and what it may cost (see `Hooks.describe()` for the live 
 |               | `before` (a `finally`: whatever happened)|                                  |
 | after_batch   | writer thread, inside the batch's        | may use SQL; delays the writer   |
 |               | transaction                              |                                  |
+| (rollback)    | writer thread, when that transaction     | optional method of an addon with |
+|               | failed and will be retried               | after_batch: give back its state |
 | jobs          | background tasks started with the server | anything; never on a request     |
 """
 from __future__ import annotations

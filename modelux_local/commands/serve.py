@@ -7,11 +7,14 @@ import logging
 import os
 import sys
 
+import apsw
+
 from ..calls import Addon
 from ..config.loader import ConfigSet
 from ..errors import ConfigError
 from ..pricing import nanos_to_usd
 from ..settings import resolve_paths
+from ..storage.db import check_writable
 
 log = logging.getLogger("modelux")
 
@@ -97,6 +100,12 @@ def run(args) -> int:
         rt = Runtime(paths)
     except ConfigError as e:
         print(f"modelux-local: config refused: {e.message}", file=sys.stderr)
+        return 1
+    try:
+        check_writable(paths.db_path)
+    except (apsw.Error, OSError) as e:
+        print(f"modelux-local: cannot write the database {paths.db_path}: {e} (is the data dir writable by you, "
+              "with free space? --data-dir or MODELUX_HOME moves it)", file=sys.stderr)
         return 1
     server_cfg = rt.configs.server.server
     host = args.host or server_cfg.host

@@ -56,8 +56,12 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
 
     @get("/healthz")
     async def healthz() -> Response:
-        return _json({"status": "ok", "version": __version__, "config": rt.snapshot.configs.source,
-                      "queue": rt.writer.pending, "write_failures": rt.writer.failed_batches})
+        st = rt.writer.status()
+        out = {"status": st["state"], "version": __version__, "config": rt.snapshot.configs.source,
+               "queue": st["queued"], "write_failures": st["write_failures"], "storage": st}
+        if st["reason"]:
+            out["reason"] = f"storage: {st['reason']}"
+        return _json(out)
 
     async def read_after_writes(read, key: str, what: str) -> Response:
         """Waits for the calls queued so far to be written (read-your-writes), then reads off the loop."""

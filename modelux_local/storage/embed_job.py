@@ -6,6 +6,9 @@ modelux_local/calls/embedder.py; `search_state.embedded_upto` is its high-water 
 """
 from __future__ import annotations
 
+import asyncio
+
+from ..errors import StorageUnavailable
 from .search import catch_up, ensure_vector_table, pack
 
 BATCH = 32
@@ -41,5 +44,9 @@ def store_vectors(conn, model: str, rows: list[tuple], vectors: list[list[float]
 async def catch_up_slices(writer) -> None:
     """Indexes what the FTS table missed, in slices, so a large backlog never holds the writer
     (and the calls queued behind it) for long."""
-    while await writer.run(lambda c: catch_up(c, max_rows=2_000)):
-        pass
+    while True:
+        try:
+            if not await writer.run(lambda c: catch_up(c, max_rows=2_000)):
+                return
+        except StorageUnavailable:  # a failing disk: the index catches up once it recovers
+            await asyncio.sleep(30)

@@ -90,6 +90,7 @@ class Pulse:
     calls_per_min: int
     spend_per_minute: list[float]
     runs_running: int
+    storage: str | None = None    # the in-process writer's trouble (disk full...), None while it writes fine
 
 
 @dataclass(frozen=True)
@@ -314,10 +315,17 @@ class DataSource:
                 **self.limits_for(tag_map)))
         return out
 
+    def storage_problem(self) -> str | None:
+        st = self.runtime.writer.status() if self.runtime is not None else None
+        if not st or (st["state"] == "ok" and not st["records_dropped"] and not st["bodies_dropped"]):
+            return None
+        text = f"storage {st['state']}: {st['reason']}" if st["reason"] else "storage recovered"
+        return text + f" · {st['queued']} queued, {st['bodies_dropped']} bodies / {st['records_dropped']} records dropped"
+
     def pulse(self) -> Pulse:
         conn = self._conn()
         if conn is None:
-            return Pulse(0.0, 0, [0.0] * SPARK_MINUTES, 0)
+            return Pulse(0.0, 0, [0.0] * SPARK_MINUTES, 0, self.storage_problem())
         now = self.clock()
         today = self._spend_today(conn, now)
         per_min = conn.execute("SELECT count(*) FROM calls WHERE started_at >= ? AND started_at <= ? "
@@ -331,7 +339,7 @@ class DataSource:
                 buckets[minute] = nanos_to_usd(nanos)
         running = conn.execute("SELECT count(*) FROM runs WHERE status = 'running' AND last_at >= ? "
                                "AND replay_id IS NULL", (now - self.idle_timeout_s(),)).fetchone()[0]
-        return Pulse(nanos_to_usd(today) or 0.0, per_min, buckets, running)
+        return Pulse(nanos_to_usd(today) or 0.0, per_min, buckets, running, self.storage_problem())
 
     def _spend_today(self, conn, now: float) -> int:
         """Nano-dollars spent since local midnight, summed once and then only over the calls written

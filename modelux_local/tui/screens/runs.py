@@ -234,6 +234,8 @@ class RunsScreen(Screen):
         text = Text.assemble(("spend today ", "dim"), (fmt.money(p.spend_today_usd), "bold"),
                              ("  calls/min ", "dim"), (str(p.calls_per_min), "bold"),
                              ("  running ", "dim"), (str(p.runs_running), "bold"), ("  spend/min, 30m ", "dim"))
+        if p.storage:
+            text = Text.assemble((p.storage, "bold red"), "  ", text)  # first: the header is one line
         self.query_one("#pulse-text", Static).update(text)
         self.query_one("#spark", Sparkline).data = p.spend_per_minute
 
