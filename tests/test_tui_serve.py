@@ -90,7 +90,11 @@ def test_serve_in_a_terminal_runs_the_tui_and_q_stops_the_proxy_gracefully(tmp_p
     conn = connect(data / "modelux.db", readonly=True)
     calls = dict(conn.execute("SELECT run_id, calls FROM runs").fetchall())
     assert calls == {"run_pty1": 5, "run_pty2": 5}
-    assert (data / "serve.log").exists()  # log lines went to a file, not across the screen
+    # log lines went to the file, one per call, and none across the screen
+    log = (data / "serve.log").read_text()
+    assert log.count("run_pty1 chat @executor -> mock/mock-small 200 ok") == 5, log
+    assert log.count("run_pty2 chat @executor -> mock/mock-small 200 ok") == 5, log
+    assert b"chat @executor -> mock/mock-small" not in s.text()
 
 
 def test_tui_command_opens_on_a_stopped_servers_database(tmp_path):
