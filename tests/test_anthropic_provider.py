@@ -291,11 +291,21 @@ async def test_dropped_and_truncated_streams_are_connect_errors(up, provider):
 
 
 async def test_stream_close_mid_way(up, provider):
-    up.enqueue(text=" ".join(["w"] * 200))
+    """close() hangs up on the upstream: the fake finds its client gone and stops writing."""
+    import asyncio
+    import time
+
+    up.enqueue(text=" ".join(["w"] * 200), chunk_delay_s=0.02)
     stream = await provider.chat_stream(req({"messages": [{"role": "user", "content": "x"}]}, stream=True))
     first = await stream.events.__anext__()
     assert json.loads(first)["choices"][0]["delta"]["role"] == "assistant"
+    closed = time.monotonic()
     await stream.close()
+    deadline = time.monotonic() + 5
+    while up.requests[-1].client_gone_at is None:
+        assert time.monotonic() < deadline, "the upstream kept streaming after close()"
+        await asyncio.sleep(0.02)
+    assert up.requests[-1].client_gone_at - closed < 2
 
 
 async def test_sse_parser_handles_any_split():

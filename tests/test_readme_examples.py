@@ -46,7 +46,7 @@ ELSEWHERE = {
     "budgets-toml": "test_budgets.py::test_the_readme_examples_of_this_section_are_valid_config",
     "anomalies-toml": "test_budgets.py::test_the_readme_examples_of_this_section_are_valid_config",
     "webhooks-toml": "test_budgets.py::test_the_readme_examples_of_this_section_are_valid_config",
-    "tui-commands": "test_tui_serve.py::test_tui_command_opens_on_a_stopped_servers_database",
+    "tui-commands": "test_tui_serve.py::test_tui_command_opens_on_a_stopped_servers_database_read_only",
     "tui-screen": "test_tui_snapshots.py",
     "export-cli": "test_export.py::test_readme_export_example_runs",
     "responses-sdk": "test_responses_sdks.py::test_readme_openai_sdk_recipe",

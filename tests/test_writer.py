@@ -23,21 +23,37 @@ def record(i: int) -> CallRecord:
 
 
 async def test_full_queue_backpressure_loses_nothing(tmp_path):
+    """With the writer stuck on a slow disk, a queue of 4 admits about 4 records: the other
+    producers wait (their submit does not finish) until the writer makes room, and none is lost."""
+    import threading
+
     w = Writer(tmp_path / "m.db", maxsize=4)
-    slow = []
-    w.after_batch.append(lambda conn, recs: (slow.append(len(recs)), time.sleep(0.01)))  # a slow disk
+    disk_free = threading.Event()
+    batches = []
+    w.after_batch.append(lambda conn, recs: (batches.append(len(recs)), disk_free.wait(20)))
     w.start()
-    t0 = time.perf_counter()
-    await asyncio.gather(*(w.submit(record(i)) for i in range(300)))
+    await w.submit(record(0))
+    deadline = time.monotonic() + 10
+    while not batches:  # the writer holds record 0's batch, stuck until disk_free
+        assert time.monotonic() < deadline, "the writer never took a batch"
+        await asyncio.sleep(0.01)
+    producers = [asyncio.ensure_future(w.submit(record(i))) for i in range(1, 41)]
+    await asyncio.sleep(0.5)
+    done = sum(p.done() for p in producers)
+    assert done <= 4, f"{done} of 40 submits finished while the writer was stuck: the queue does not push back"
+    disk_free.set()
+    await asyncio.wait_for(asyncio.gather(*producers), 20)
     await w.barrier()
-    assert time.perf_counter() - t0 > 0.02  # producers did wait for room
+    for i in range(41, 300):
+        await w.submit(record(i))
+    await w.barrier()
     for i in range(300, 305):  # producers that cannot wait get a little slack past the bound
         w.submit_nowait(record(i))
     await asyncio.to_thread(w.close)
     db = apsw.Connection(str(tmp_path / "m.db"))
     assert db.execute("SELECT count(*) FROM calls").fetchone()[0] == 305
     assert db.execute("SELECT sum(calls), sum(input_tokens) FROM runs").fetchone() == (305, 3050)
-    assert max(slow) <= 512 and sum(slow) == 305
+    assert max(batches) <= 512 and sum(batches) == 305
     assert w.status()["records_dropped"] == 0
 
 
