@@ -1,9 +1,10 @@
 """The config file shapes. Frozen Structs that refuse unknown keys, so typos fail loudly."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
 RETRY_ON = ("429", "5xx", "timeout", "connect")
 
@@ -78,7 +79,15 @@ class AnomaliesSection(_S, kw_only=True):
 
 
 class LimitsSection(_S, kw_only=True):
+    """[limits]: bounds on what a client controls; each refusal names its key."""
+
     max_body_mb: float = 10.0
+    max_json_depth: Annotated[int, Meta(ge=2, le=10_000)] = 64        # nesting of a request body's arrays/objects
+    max_n: Annotated[int, Meta(ge=1, le=1_000_000)] = 128              # `n` for any provider (OpenAI's own maximum)
+    mock_max_n: Annotated[int, Meta(ge=1, le=1_000_000)] = 16          # `n` for the mock provider
+    mock_max_tokens: Annotated[int, Meta(ge=1)] = 1_000_000            # max_tokens / max_completion_tokens for the mock
+    max_header_kb: Annotated[float, Meta(gt=0, le=1024 * 1024)] = 64.0  # request line + headers; 431 beyond (read at start)
+    header_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0    # to receive them; the connection is closed after
 
 
 class RunsSection(_S, kw_only=True):
@@ -132,6 +141,7 @@ class Target(_S, kw_only=True):
     model: str
     weight: float = 1.0
     timeout_s: float | None = None
+    stream_timeout_s: Annotated[float, Meta(gt=0)] | None = None  # a stream's whole duration; None = the alias's
 
 
 class Alias(_S, kw_only=True):
@@ -139,6 +149,7 @@ class Alias(_S, kw_only=True):
     targets: list[Target]
     retries: Retries = Retries()
     timeout_s: float | None = None
+    stream_timeout_s: Annotated[float, Meta(gt=0)] | None = None  # a stream's whole duration; None = no deadline
 
 
 class RoutingConfig(_S, kw_only=True):

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 
@@ -38,6 +40,25 @@ def bad_request(message: str, *, param: str | None = None, code: str | None = No
         category=None,
         body=openai_error_body(message, "invalid_request_error", code or "unsupported_parameter", param),
     )
+
+
+_PATH_SAFE_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@-]{0,199}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def checked_model(model: str, *, in_path: bool = False) -> str:
+    """The upstream model name, refused with a 400 when it cannot be one: control characters or
+    over 200 characters for every kind; for a kind that puts it in the URL path (gemini), anything
+    but letters, digits and `._+@-` (no `/`, `..`, `?`, `#`, `%`), and quoted as well."""
+    if not model or len(model) > 200 or _CONTROL.search(model):
+        raise bad_request(f"model name {model[:60]!r} is not a valid upstream model name", param="model",
+                          code="invalid_model")
+    if in_path:
+        if not _PATH_SAFE_MODEL.fullmatch(model) or ".." in model:
+            raise bad_request(f"model name {model[:60]!r} may only contain letters, digits and . _ + @ - "
+                              "(it becomes part of the upstream URL)", param="model", code="invalid_model")
+        return quote(model, safe="")
+    return model
 
 
 def error_object(payload: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from ..config.schema import ProviderConfig
 from ..errors import UpstreamError
 from . import _anthropic_translate as tr
 from ._http import HTTPProviderBase
-from ._openai_shapes import decode_json, encode_json, openai_error_body
+from ._openai_shapes import checked_model, decode_json, encode_json, openai_error_body
 from .base import ChatRequest, ChatResult, ChatStream
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -40,14 +40,14 @@ class AnthropicProvider(HTTPProviderBase):
         return tr.error_from_anthropic(status, decode_json(body), self.name)
 
     async def chat(self, req: ChatRequest) -> ChatResult:
-        payload = tr.request_to_anthropic(req.body, req.model, self.cfg.max_tokens)
+        payload = tr.request_to_anthropic(req.body, checked_model(req.model), self.cfg.max_tokens)
         payload.pop("stream", None)
         resp_json = await self.complete_json(self.url, encode_json(payload), self._headers(), req.timeout_s)
         out, usage = tr.response_to_openai(resp_json, req.model)
         return ChatResult(status=200, body=encode_json(out), usage=usage, raw_usage=resp_json.get("usage"))
 
     async def chat_stream(self, req: ChatRequest) -> ChatStream:
-        payload = tr.request_to_anthropic(req.body, req.model, self.cfg.max_tokens)
+        payload = tr.request_to_anthropic(req.body, checked_model(req.model), self.cfg.max_tokens)
         payload["stream"] = True
         headers = self._headers()
         headers["accept"] = "text/event-stream"

@@ -15,7 +15,7 @@ from ..config.schema import ProviderConfig
 from ..errors import UpstreamError
 from . import _gemini_translate as tr
 from ._http import HTTPProviderBase
-from ._openai_shapes import decode_json, encode_json
+from ._openai_shapes import checked_model, decode_json, encode_json
 from .base import ChatRequest, ChatResult, ChatStream
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -51,22 +51,23 @@ class GeminiProvider(HTTPProviderBase):
 
     async def chat(self, req: ChatRequest) -> ChatResult:
         payload = tr.request_to_gemini(req.body, self.signatures)
-        resp = await self.complete_json(f"{self.base}{req.model}:generateContent", encode_json(payload),
-                                        self._headers(), req.timeout_s)
+        url = f"{self.base}{checked_model(req.model, in_path=True)}:generateContent"
+        resp = await self.complete_json(url, encode_json(payload), self._headers(), req.timeout_s)
         out, usage = tr.response_to_openai(resp, req.model, self.signatures, self.name)
         return ChatResult(status=200, body=encode_json(out), usage=usage, raw_usage=resp.get("usageMetadata"))
 
     async def chat_stream(self, req: ChatRequest) -> ChatStream:
         payload = tr.request_to_gemini(req.body, self.signatures)
         headers = self._headers()
-        url = f"{self.base}{req.model}:streamGenerateContent?alt=sse"
+        url = f"{self.base}{checked_model(req.model, in_path=True)}:streamGenerateContent?alt=sse"
         # A blocked prompt or an error chunk at the start raises here, before any bytes go out.
         return await self.open_translated_stream(url, encode_json(payload), headers, req.timeout_s,
                                                  tr.StreamTranslator(req.model, self.name, self.signatures))
 
     async def embeddings(self, body: dict[str, Any], model: str, timeout_s: float) -> ChatResult:
+        path_model = checked_model(model, in_path=True)
         payload, texts = tr.embeddings_request(body, model)
-        resp = await self.complete_json(f"{self.base}{model}:batchEmbedContents", encode_json(payload),
+        resp = await self.complete_json(f"{self.base}{path_model}:batchEmbedContents", encode_json(payload),
                                         self._headers(), timeout_s)
         out, usage = tr.embeddings_to_openai(resp, model, texts, body.get("encoding_format"))
         return ChatResult(status=200, body=encode_json(out), usage=usage, raw_usage=resp.get("usageMetadata"))

@@ -8,6 +8,7 @@ import msgspec
 
 from ..config.schema import ProviderConfig
 from ._http import NETWORK_ERRORS, HTTPProviderBase
+from ._openai_shapes import checked_model
 from ._sse import iter_sse_data
 from .base import ChatRequest, ChatResult, ChatStream
 
@@ -27,15 +28,18 @@ class OpenAIProvider(HTTPProviderBase):
         return {**_JSON, "authorization": f"Bearer {key}"} if key else _JSON
 
     async def chat(self, req: ChatRequest) -> ChatResult:
+        checked_model(req.model)
         body = await self.complete(self.base_url + "/chat/completions", req.raw or msgspec.json.encode(req.body),
                                    self._headers(), req.timeout_s)
         return ChatResult(200, body)
 
     async def embeddings(self, body: dict[str, Any], model: str, timeout_s: float) -> ChatResult:
+        checked_model(model)
         answer = await self.complete(self.base_url + "/embeddings", msgspec.json.encode(body), self._headers(), timeout_s)
         return ChatResult(200, answer)
 
     async def chat_stream(self, req: ChatRequest) -> ChatStream:
+        checked_model(req.model)
         resp = await self.open_stream(self.base_url + "/chat/completions", req.raw or msgspec.json.encode(req.body),
                                       self._headers(), req.timeout_s)
         # close() drops the connection, so the upstream sees the cancellation

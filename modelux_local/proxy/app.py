@@ -17,6 +17,7 @@ from ..errors import ModeluxError, NotFound, Unauthorized
 from ..runtime import Runtime
 from .errors import JSON, on_http_exception, on_modelux_error, on_unexpected
 from .gateway import Gateway
+from .limits import read_body
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -29,11 +30,11 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
 
     @post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        return await gw.chat(await request.body(), request.headers)
+        return await gw.chat(await read_body(request, rt.configs.server.limits), request.headers)
 
     @post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
-        return await gw.embeddings(await request.body(), request.headers)
+        return await gw.embeddings(await read_body(request, rt.configs.server.limits), request.headers)
 
     @get("/v1/models")
     async def models() -> Response:
@@ -60,9 +61,9 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
             raise NotFound(f"no {what} {key!r}")
         return _json(found)
 
-    @get("/mlx/v1/runs/{run_id:str}")
+    @get("/mlx/v1/runs/{run_id:path}")  # a path parameter: run ids may contain `/`
     async def get_run(run_id: str) -> Response:
-        return await read_after_writes(rt.reader.get_run, run_id, "run")
+        return await read_after_writes(rt.reader.get_run, run_id.removeprefix("/"), "run")
 
     @get("/mlx/v1/calls/{call_id:str}")
     async def get_call(call_id: str) -> Response:
@@ -103,7 +104,7 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
         exception_handlers={ModeluxError: on_modelux_error, HTTPException: on_http_exception, Exception: on_unexpected},
         before_request=check_token if token else None,
         lifespan=[lifespan],
-        request_max_body_size=None,  # the gateway enforces [limits] max_body_mb with an OpenAI-shaped 413
+        request_max_body_size=None,  # read_body enforces [limits] max_body_mb while reading, and follows reloads
         openapi_config=None,
         logging_config=None,
         debug=False,

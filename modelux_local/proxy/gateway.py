@@ -19,11 +19,12 @@ from litestar.response import Stream
 from ..core.records import CallRecord
 from ..core.tags import TagError, parse_tags
 from ..config.schema import Retries
-from ..errors import AllTargetsFailed, BadRequest, BodyTooLarge, ModeluxError, ModelNotFound, UpstreamError
+from ..errors import AllTargetsFailed, BadRequest, ModeluxError, ModelNotFound, UpstreamError
 from ..providers.base import ChatRequest, ChatResult, ChatStream
 from ..routing import Attempt, Plan, execute
 from ..runtime import Runtime, Snapshot
 from .errors import JSON, error_body, error_response
+from .limits import decode_request
 
 log = logging.getLogger("modelux.proxy")
 _decode = msgspec.json.Decoder().decode
@@ -83,17 +84,8 @@ class Gateway:
     # -- request parsing -------------------------------------------------------------------
 
     def decode(self, raw: bytes) -> dict:
-        """The body as a JSON object, within [limits] max_body_mb; BadRequest / BodyTooLarge otherwise."""
-        limit = int(self.rt.configs.server.limits.max_body_mb * 1024 * 1024)
-        if len(raw) > limit:
-            raise BodyTooLarge(f"request body is {len(raw)} bytes; the limit is {limit} ([limits] max_body_mb)")
-        try:
-            body = _decode(raw)
-        except msgspec.DecodeError as e:
-            raise BadRequest(f"request body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise BadRequest("request body must be a JSON object")
-        return body
+        """The body as a JSON object within [limits] (size, nesting, `n`); BadRequest / BodyTooLarge otherwise."""
+        return decode_request(raw, self.rt.configs.server.limits)
 
     def _parse(self, raw: bytes, headers: Any) -> tuple[dict, dict[str, str]]:
         body = self.decode(raw)
