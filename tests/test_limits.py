@@ -102,8 +102,12 @@ def assert_openai_error(r: httpx.Response, status: int, *words: str, param: str 
 
 def test_huge_n_is_refused_at_once_naming_the_limit(server):
     t0 = time.monotonic()
-    assert_openai_error(chat(server, {"n": 1_000_000_000_000}), 400, "max_n", "100", param="n")
-    assert_openai_error(chat(server, {"n": 200_000}), 400, "max_n", param="n")
+    assert_openai_error(chat(server, {"n": 1_000_000_000_000}), 400, "[limits] max_n", "100", param="n")
+    assert_openai_error(chat(server, {"n": 200_000}), 400, "[limits] max_n", param="n")
+    # the sanity cap holds for every provider, before anything is sent upstream
+    _Recorder.paths.clear()
+    assert_openai_error(chat(server, {"model": "gem/gemini-2.0-flash", "n": 101}), 400, "[limits] max_n", param="n")
+    assert _Recorder.paths == []
     assert time.monotonic() - t0 < 5  # was: the loop blocked 2.3 s for 200k, for ever for 10^12
     assert_openai_error(chat(server, {"n": "abc"}), 400, "'n'", param="n")
     assert_openai_error(chat(server, {"n": True}), 400, "'n'", param="n")
