@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-RETRY_ON = ("429", "5xx", "timeout", "connect")
+RETRY_ON = ("429", "5xx", "timeout", "connect", "upstream_invalid")
 
 
 class _S(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -133,7 +133,7 @@ class ServerConfig(_S, kw_only=True):
 class Retries(_S, kw_only=True):
     attempts: int = 1                 # retries after the first try, per target
     backoff_ms: float = 250.0
-    on: list[Literal["429", "5xx", "timeout", "connect"]] = msgspec.field(default_factory=lambda: list(RETRY_ON))
+    on: list[Literal["429", "5xx", "timeout", "connect", "upstream_invalid"]] = msgspec.field(default_factory=lambda: list(RETRY_ON))
 
 
 class Target(_S, kw_only=True):

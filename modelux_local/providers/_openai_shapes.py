@@ -32,6 +32,16 @@ def openai_error_body(message: str, type_: str = "upstream_error", code: str | N
     return encode_json({"error": {"message": message, "type": type_, "code": code, "param": param}})
 
 
+def invalid_answer(provider: str, why: str, status: int | None = 200, body: bytes = b"") -> UpstreamError:
+    """A 200 (usually) that is not the answer asked for: not JSON, HTML, no choices, an in-band
+    error, a stream without its terminator. Routing retries/falls back on it like a 5xx
+    (category `upstream_invalid`); the attempt keeps the upstream's real status."""
+    start = body[:120].decode("utf-8", "replace").strip()
+    msg = f"{provider}: upstream_invalid: {why}" + (f" (it began {start!r})" if start else "")
+    return UpstreamError(msg, status=status, category="upstream_invalid",
+                         body=openai_error_body(msg, "upstream_error", "upstream_invalid"))
+
+
 def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> UpstreamError:
     """A request the provider cannot express: a 400 that passes through to the client."""
     return UpstreamError(

@@ -12,7 +12,7 @@ from ..errors import UpstreamError
 from . import _anthropic_translate as tr
 from ._http import HTTPProviderBase
 from ._openai_shapes import checked_model, decode_json, encode_json, openai_error_body
-from .base import ChatRequest, ChatResult, ChatStream
+from .base import ChatRequest, ChatResult, ChatStream, with_deadline
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_KEY_ENV = "ANTHROPIC_API_KEY"
@@ -51,8 +51,9 @@ class AnthropicProvider(HTTPProviderBase):
         payload["stream"] = True
         headers = self._headers()
         headers["accept"] = "text/event-stream"
-        return await self.open_translated_stream(self.url, encode_json(payload), headers, req.timeout_s,
-                                                 tr.StreamTranslator(req.model, self.name))
+        stream = await self.open_translated_stream(self.url, encode_json(payload), headers, req.timeout_s,
+                                                   tr.StreamTranslator(req.model, self.name))
+        return with_deadline(stream, req, self.name)
 
     async def embeddings(self, body: dict[str, Any], model: str, timeout_s: float) -> ChatResult:
         msg = "anthropic has no embeddings API: route embeddings to an openai or gemini provider"

@@ -16,7 +16,7 @@ from ..errors import UpstreamError
 from . import _gemini_translate as tr
 from ._http import HTTPProviderBase
 from ._openai_shapes import checked_model, decode_json, encode_json
-from .base import ChatRequest, ChatResult, ChatStream
+from .base import ChatRequest, ChatResult, ChatStream, with_deadline
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_KEY_ENVS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
@@ -61,8 +61,9 @@ class GeminiProvider(HTTPProviderBase):
         headers = self._headers()
         url = f"{self.base}{checked_model(req.model, in_path=True)}:streamGenerateContent?alt=sse"
         # A blocked prompt or an error chunk at the start raises here, before any bytes go out.
-        return await self.open_translated_stream(url, encode_json(payload), headers, req.timeout_s,
-                                                 tr.StreamTranslator(req.model, self.name, self.signatures))
+        stream = await self.open_translated_stream(url, encode_json(payload), headers, req.timeout_s,
+                                                   tr.StreamTranslator(req.model, self.name, self.signatures))
+        return with_deadline(stream, req, self.name)
 
     async def embeddings(self, body: dict[str, Any], model: str, timeout_s: float) -> ChatResult:
         path_model = checked_model(model, in_path=True)

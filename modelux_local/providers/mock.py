@@ -21,7 +21,7 @@ from ..config.schema import LimitsSection, MockModel, ProviderConfig
 from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError, category_for_status
 from ._openai_shapes import bad_request, openai_error_body
-from .base import ChatRequest, ChatResult, ChatStream
+from .base import ChatRequest, ChatResult, ChatStream, with_deadline
 
 _WORDS = ("the plan covers data sources, checks each step, and reports what was found; results look "
           "consistent with the request and the next action is to verify details, compare options, "
@@ -159,8 +159,7 @@ class MockProvider:
         resp, usage = self._completion(req.body, req.model)
         await _sleep(m.ttft_ms, req.timeout_s)
         self._maybe_fail(m)
-        stream = ChatStream(events=_chunks(resp, usage, m), raw_usage=[resp["usage"]])
-        return stream
+        return with_deadline(ChatStream(events=_chunks(resp, usage, m), raw_usage=[resp["usage"]]), req, self.name)
 
     async def embeddings(self, body: dict[str, Any], model: str, timeout_s: float) -> ChatResult:
         m = self._model(model)

@@ -204,7 +204,8 @@ class Gateway:
 
         async def send(target):
             body["model"] = target.model
-            req = ChatRequest(body, target.model, stream, target.timeout_s, raw=_encode(body))
+            req = ChatRequest(body, target.model, stream, target.timeout_s, raw=_encode(body),
+                              stream_timeout_s=target.stream_timeout_s)
             p = snap.providers[target.provider]
             return await (p.chat_stream(req) if stream else p.chat(req))
 
