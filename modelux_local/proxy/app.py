@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
 
 from .. import __version__
 from ..errors import ModeluxError, NotFound, Unauthorized
@@ -24,7 +25,9 @@ def _json(obj: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(obj), status_code=status, media_type=JSON)
 
 
-def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
+def create_app(rt: Runtime, *, manage_lifecycle: bool = True, openapi: bool = False) -> Litestar:
+    """`openapi`: build the OpenAPI schema (served at /schema/openapi.json); off when serving,
+    used by the schema tests."""
     gw = Gateway(rt)
     token = os.environ.get("MODELUX_TOKEN") or None
 
@@ -105,7 +108,7 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
         before_request=check_token if token else None,
         lifespan=[lifespan],
         request_max_body_size=None,  # read_body enforces [limits] max_body_mb while reading, and follows reloads
-        openapi_config=None,
+        openapi_config=OpenAPIConfig(title="modelux-local", version=__version__) if openapi else None,
         logging_config=None,
         debug=False,
     )
