@@ -91,18 +91,24 @@ text = st.text(max_size=30)
 json_scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False, allow_infinity=False) | text
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(text, inner, max_size=4), max_leaves=12)
-models = st.sampled_from(["@fast", "@nope", "mock/mock-small", "mock/", "/x", "mock/../../x", ""]) | text | json_values
-tags = st.dictionaries(st.sampled_from(["run_id", "agent", "step"]) | text, text | json_values, max_size=5) | json_values
-content = text | st.lists(st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "x"]),
-                                                 "text": text | json_values}), max_size=3) | json_values
-messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant", "tool", "x"]),
-                                           "content": content}) | json_values, max_size=4) | json_values
+# each field is mostly well-formed (so the examples reach the provider) and sometimes anything
+models = st.one_of(st.just("@fast"), st.just("@fast"), st.just("mock/mock-small"),
+                   st.sampled_from(["@nope", "mock/", "/x", "mock/../../x", ""]), text, json_values)
+tags = st.one_of(st.dictionaries(st.sampled_from(["run_id", "agent", "step"]) | text, text, max_size=5),
+                 st.dictionaries(text, json_values, max_size=3), json_values)
+part = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "x"]), "text": text | json_values})
+content = st.one_of(text, text, st.lists(part, max_size=3), json_values)
+message = st.fixed_dictionaries({"role": st.sampled_from(["user", "user", "system", "assistant", "tool", "x"]),
+                                 "content": content}, optional={"tool_calls": json_values, "name": json_values})
+messages = st.one_of(st.lists(message, min_size=1, max_size=4), st.lists(message, min_size=1, max_size=4),
+                     st.lists(message | json_values, max_size=4), json_values)
+small_or_any = st.one_of(st.integers(1, 4), st.integers(-5, 10**13), json_values)
 chat_bodies = st.fixed_dictionaries(
     {"model": models, "messages": messages},
-    optional={"n": st.integers(-5, 10**13) | json_values, "max_tokens": st.integers(-5, 10**13) | json_values,
-              "stream": st.booleans() | json_values, "mlx:tags": tags, "stop": json_values,
-              "stream_options": json_values, "tools": json_values, "tool_choice": json_values,
-              "response_format": json_values, "temperature": json_values})
+    optional={"n": small_or_any, "max_tokens": small_or_any, "max_completion_tokens": small_or_any,
+              "stream": st.booleans(), "mlx:tags": tags, "stop": json_values, "stream_options": json_values,
+              "tools": json_values, "tool_choice": json_values, "response_format": json_values,
+              "temperature": json_values, "extra": json_values})
 header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=40).map(str.strip)  # h11: no edge spaces
 headers = st.fixed_dictionaries({}, optional={"x-mlx-tags": header_text, "x-mlx-run-id": header_text})
 
@@ -135,7 +141,7 @@ def _embeddings_property(server, body):
 
 
 anthropic_bodies = st.fixed_dictionaries(
-    {"model": models, "messages": messages, "max_tokens": st.integers(-1, 100) | json_values},
+    {"model": models, "messages": messages, "max_tokens": small_or_any},
     optional={"system": content, "stream": st.booleans(), "metadata": json_values | tags, "tools": json_values,
               "tool_choice": json_values, "thinking": json_values, "mlx:tags": tags})
 
