@@ -334,3 +334,15 @@ def test_huge_headers_get_431_and_the_server_keeps_serving(server):
     assert chat(server, {}).status_code == 200
     # ordinary requests with a few KiB of headers pass
     assert server.get("/healthz", headers={f"x-h{i}": "v" * 100 for i in range(50)}).status_code == 200
+
+
+def test_readme_limits_example_is_the_defaults(tmp_path):
+    from modelux_local.config.loader import load_dir
+    from modelux_local.config.schema import LimitsSection
+
+    from .test_readme_examples import example
+
+    write_config(tmp_path, {"modelux.toml": '[routing]\ndefault = "d"\n[providers.mock]\nkind = "mock"\n'
+                                            + example("limits-toml").text,
+                            "d.toml": '[aliases.a]\ntargets = [{ provider = "mock", model = "m" }]\n'})
+    assert load_dir(tmp_path).server.limits == LimitsSection()
