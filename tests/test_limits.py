@@ -346,3 +346,18 @@ def test_readme_limits_example_is_the_defaults(tmp_path):
                                             + example("limits-toml").text,
                             "d.toml": '[aliases.a]\ntargets = [{ provider = "mock", model = "m" }]\n'})
     assert load_dir(tmp_path).server.limits == LimitsSection()
+
+
+def test_body_and_n_limits_follow_a_config_reload(make_server):
+    server_toml = '[routing]\ndefault = "d"\n[providers.mock]\nkind = "mock"\n[limits]\nmax_body_mb = {mb}\nmock_max_n = {n}\n'
+    srv = make_server({"modelux.toml": server_toml.format(mb=1, n=4),
+                       "d.toml": '[aliases.fast]\ntargets = [{ provider = "mock", model = "m" }]\n'})
+    big = {"messages": [{"role": "user", "content": "x" * 2_000_000}]}
+    assert_openai_error(chat(srv, big), 413, "max_body_mb")
+    assert chat(srv, {"n": 3}).status_code == 200
+    (srv.config_dir / "modelux.toml").write_text(server_toml.format(mb=3, n=2))
+    deadline = time.monotonic() + 15
+    while chat(srv, {"n": 3}).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert_openai_error(chat(srv, {"n": 3}), 400, "mock_max_n", "2")
+    assert chat(srv, big).status_code == 200  # the new body limit, without a restart
