@@ -87,7 +87,7 @@ def test_a_bad_200_is_retried_and_alone_gives_a_502(srv, ups):
     ups["a"].enqueue(body={"error": {"message": "quota exhausted inside a 200"}})
     with pytest.raises(openai.APIStatusError) as e:
         client_for(srv).chat.completions.create(model="@solo", messages=[{"role": "user", "content": "x"}])
-    assert e.value.status_code == 502 and "quota exhausted inside a 200" in e.value.response.text
+    assert e.value.status_code == 502 and "an error inside a 200 answer: quota exhausted inside a 200" in e.value.response.text
     call = call_of(srv, e.value.response.headers["x-mlx-call-id"])
     assert call["status"] == "error" and call["attempts"][0]["category"] == "upstream_invalid"
 

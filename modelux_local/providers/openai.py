@@ -14,7 +14,7 @@ import msgspec
 
 from ..config.schema import ProviderConfig
 from ._http import NETWORK_ERRORS, HTTPProviderBase, invalid_answer
-from ._openai_shapes import checked_model, decode_json, error_object
+from ._openai_shapes import checked_model, error_object
 from ._sse import StreamIncomplete, iter_sse_data, prefetch
 from .base import ChatRequest, ChatResult, ChatStream, with_deadline
 
@@ -26,22 +26,24 @@ class _Answer(msgspec.Struct):
 
     choices: list[msgspec.Raw] | None = None
     data: list[msgspec.Raw] | None = None
-    error: msgspec.Raw | None = None
+    usage: Any = None   # small objects: decoded (msgspec has no Raw-or-null field type)
+    error: Any = None
 
 
 _check = msgspec.json.Decoder(_Answer).decode
 
 
-def _invalid_reason(body: bytes, field: str) -> str | None:
-    """Why `body` is not an answer with a list `field`; None when it is one."""
+def _invalid_reason(body: bytes, field: str, *, chunk: bool = False) -> str | None:
+    """Why `body` is not an answer with a list `field`; None when it is one. A stream `chunk`
+    may carry only `usage` (some servers send the closing usage chunk without `choices`)."""
     try:
         ans = _check(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return "the answer is not the expected JSON object" if body.strip() else "the answer is empty"
-    if getattr(ans, field) is not None:
+    if getattr(ans, field) is not None or (chunk and ans.usage is not None and ans.error is None):
         return None
     if ans.error is not None:
-        msg = error_object(decode_json(body)).get("message")
+        msg = error_object({"error": ans.error}).get("message")
         return f"an error inside a 200 answer: {msg}" if msg else "an error inside a 200 answer"
     return f"the answer has no '{field}'"
 
@@ -94,7 +96,7 @@ class OpenAIProvider(HTTPProviderBase):
         ended, seen = False, 0
         try:
             async for payload in iter_sse_data(resp.content):
-                why = _invalid_reason(payload, "choices")
+                why = _invalid_reason(payload, "choices", chunk=True)
                 if why:
                     raise invalid_answer(self.name, f"stream event {seen + 1}: {why}", body=payload)
                 seen += 1
