@@ -171,3 +171,59 @@ def test_stream_timeout_ends_a_trickling_stream_as_a_recorded_timeout(srv, ups):
     assert call["status"] == "error" and call["http_status"] == 504 and "timed out" in call["error"]
     time.sleep(0.5)
     assert ups["a"].requests[-1].client_gone_at is not None  # the upstream was hung up on
+
+
+# -- the translating kinds, provider against its fake vendor server ------------------------------
+
+@pytest.fixture
+async def vendors(monkeypatch):
+    from modelux_local.config.schema import ProviderConfig
+    from modelux_local.providers.anthropic import AnthropicProvider
+    from modelux_local.providers.gemini import GeminiProvider
+    from tests.fakes.fake_anthropic import FakeAnthropic
+    from tests.fakes.fake_gemini import FakeGemini
+
+    monkeypatch.setenv("V_ANTHROPIC_KEY", "sk-ant-v")
+    monkeypatch.setenv("V_GEMINI_KEY", "AIza-v")
+    with FakeAnthropic() as fa, FakeGemini() as fg:
+        a = AnthropicProvider("ant", ProviderConfig(kind="anthropic", base_url=fa.base_url, api_key_env="V_ANTHROPIC_KEY"))
+        g = GeminiProvider("gem", ProviderConfig(kind="gemini", base_url=fg.base_url, api_key_env="V_GEMINI_KEY"))
+        yield {"anthropic": (a, fa), "gemini": (g, fg)}
+        await a.aclose()
+        await g.aclose()
+
+
+def _req(stream: bool = False):
+    from modelux_local.providers.base import ChatRequest
+
+    return ChatRequest({"model": "m-1", "messages": [{"role": "user", "content": "x"}]}, "m-1", stream, 5.0)
+
+
+VENDOR_BAD = {
+    "anthropic": [({"body": {"type": "error", "error": {"type": "overloaded_error", "message": "busy now"}}}, "busy now"),
+                  ({"body": {}}, "not a Messages API message"),
+                  ({"body": {"type": "message", "content": 5}}, "not a Messages API message"),
+                  ({"raw_sse": b"<html>gateway</html>"}, "message_stop"),
+                  ({"raw_sse": b"event: message_start\ndata: {nope\n\n"}, "not a JSON object")],
+    "gemini": [({"body": {"error": {"code": 500, "message": "backend hiccup"}}}, "backend hiccup"),
+               ({"body": {}}, "not a generateContent answer"),
+               ({"raw_sse": b"<html>gateway</html>"}, "without any chunk"),
+               ({"raw_sse": b'data: {"candidates": [{"content": {"parts": [{"text": "par"}]}}]}\n\n'}, "finishReason")],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(VENDOR_BAD))
+async def test_translating_kinds_call_a_bad_200_upstream_invalid(vendors, kind):
+    from modelux_local.errors import UpstreamError
+
+    provider, fake = vendors[kind]
+    for reply, words in VENDOR_BAD[kind]:
+        fake.enqueue(**reply)
+        with pytest.raises(UpstreamError) as e:
+            if "raw_sse" in reply:
+                stream = await provider.chat_stream(_req(stream=True))
+                [c async for c in stream.events]
+            else:
+                await provider.chat(_req())
+        assert e.value.category == "upstream_invalid" and words in e.value.message, (reply, e.value.message)
+        assert e.value.upstream_status == 200

@@ -42,6 +42,19 @@ def invalid_answer(provider: str, why: str, status: int | None = 200, body: byte
                          body=openai_error_body(msg, "upstream_error", "upstream_invalid"))
 
 
+def checked_answer(provider: str, payload: Any, ok: bool, what: str) -> None:
+    """Raises upstream_invalid unless `ok`: a translating kind's 200 that is not `what`
+    (an in-band `error` object is named by its message)."""
+    if ok:
+        return
+    msg = error_object(payload).get("message")
+    raise invalid_answer(provider, f"an error inside a 200 answer: {msg}" if msg else f"the answer is not {what}",
+                         body=encode_json(payload)[:200])
+
+
+TRANSLATION_ERRORS = (TypeError, AttributeError, KeyError, ValueError, IndexError)  # a field of the wrong type
+
+
 def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> UpstreamError:
     """A request the provider cannot express: a 400 that passes through to the client."""
     return UpstreamError(

@@ -11,7 +11,8 @@ from ..config.schema import ProviderConfig
 from ..errors import UpstreamError
 from . import _anthropic_translate as tr
 from ._http import HTTPProviderBase
-from ._openai_shapes import checked_model, decode_json, encode_json, openai_error_body
+from ._openai_shapes import (TRANSLATION_ERRORS, checked_answer, checked_model, decode_json, encode_json,
+                             invalid_answer, openai_error_body)
 from .base import ChatRequest, ChatResult, ChatStream, with_deadline
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -43,7 +44,12 @@ class AnthropicProvider(HTTPProviderBase):
         payload = tr.request_to_anthropic(req.body, checked_model(req.model), self.cfg.max_tokens)
         payload.pop("stream", None)
         resp_json = await self.complete_json(self.url, encode_json(payload), self._headers(), req.timeout_s)
-        out, usage = tr.response_to_openai(resp_json, req.model)
+        is_message = resp_json.get("type") == "message" and isinstance(resp_json.get("content"), list)
+        checked_answer(self.name, resp_json, is_message, "a Messages API message")
+        try:
+            out, usage = tr.response_to_openai(resp_json, req.model)
+        except TRANSLATION_ERRORS as e:
+            raise invalid_answer(self.name, f"the message has a field of an unexpected type ({e})") from None
         return ChatResult(status=200, body=encode_json(out), usage=usage, raw_usage=resp_json.get("usage"))
 
     async def chat_stream(self, req: ChatRequest) -> ChatStream:
