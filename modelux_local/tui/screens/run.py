@@ -14,8 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, Tree
 from textual.widgets.tree import TreeNode
 
-from ...core.display import printable
-from ..data import DataSource
+from ..data import DataSource, printable
 from ..widgets import detail
 from ..widgets import format as fmt
 

@@ -18,8 +18,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Sparkline, Static
 
-from ...core.display import printable
-from ..data import DataSource, Pulse, ReloadView, RunRow
+from ..data import DataSource, Pulse, ReloadView, RunRow, printable
 from ..runfilter import matches
 from ..widgets import format as fmt
 
