@@ -138,9 +138,10 @@ def search_results(doc: dict, bold: bool) -> str:
         return "no calls match"
     out = []
     for r in results:
-        where = f"{r['run_id']} #{r['seq']}" if r.get("run_id") else "(no run)"
-        out.append(f"{r['call_id']}  {where}  {r.get('provider') or '?'}/{r.get('model') or '?'}  score {r['score']}")
-        snippet = " ".join((r.get("snippet") or "").split())
+        where = f"{printable(r['run_id'])} #{r['seq']}" if r.get("run_id") else "(no run)"
+        model = printable(r.get("model") or "?")
+        out.append(f"{r['call_id']}  {where}  {r.get('provider') or '?'}/{model}  score {r['score']}")
+        snippet = printable(" ".join((r.get("snippet") or "").split()))  # prompt text: escaped before our own bold
         if bold:
             snippet = re.sub(r"\*\*(.+?)\*\*", "\x1b[1m\\1\x1b[0m", snippet)
         out.append(f"    {snippet}")
