@@ -60,6 +60,10 @@ header_timeout_s = 1.5
 [providers.mock]
 kind = "mock"
 
+[providers.mock.models.slow]
+latency_ms = 3000
+ttft_ms = 100
+
 [providers.gem]
 kind = "gemini"
 base_url = "http://127.0.0.1:{port}"
@@ -69,6 +73,9 @@ api_key_env = "LIMITS_TEST_GEMINI_KEY"
 ROUTING = """
 [aliases.fast]
 targets = [{ provider = "mock", model = "mock-small" }]
+
+[aliases.slow]
+targets = [{ provider = "mock", model = "slow" }]
 """
 
 
@@ -361,3 +368,17 @@ def test_body_and_n_limits_follow_a_config_reload(make_server):
         time.sleep(0.1)
     assert_openai_error(chat(srv, {"n": 3}), 400, "mock_max_n", "2")
     assert chat(srv, big).status_code == 200  # the new body limit, without a restart
+
+
+def test_header_deadline_does_not_cut_long_answers_or_kept_alive_connections(server):
+    """header_timeout_s (1.5 s here) bounds only the wait for headers: a 3 s stream completes,
+    and the same kept-alive connection then serves a second request after a pause."""
+    with httpx.Client(base_url=server.url, timeout=20) as c:
+        t0 = time.monotonic()
+        with c.stream("POST", "/v1/chat/completions", json={
+                "model": "@slow", "stream": True, "messages": [{"role": "user", "content": "take your time"}]}) as r:
+            text = r.read().decode()
+        assert time.monotonic() - t0 > 2.5 and text.rstrip().endswith("data: [DONE]")
+        time.sleep(1)
+        assert c.post("/v1/chat/completions", json={"model": "@fast", "messages": [
+            {"role": "user", "content": "again"}]}).status_code == 200
