@@ -63,7 +63,9 @@ class Runtime:
         for name, pc in cs.server.providers.items():
             prev = old.get(name)
             # keep the pooled client when a provider's settings did not change
-            providers[name] = prev if prev is not None and getattr(prev, "cfg", None) == pc else build_provider(name, pc)
+            same = (prev is not None and getattr(prev, "cfg", None) == pc
+                    and getattr(prev, "limits", cs.server.limits) == cs.server.limits)  # the mock reads [limits]
+            providers[name] = prev if same else build_provider(name, pc, cs.server.limits)
         return Snapshot(cs, Router(cs, self.serving), PriceBook(cs.server.prices, cs.server.providers), providers)
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -287,7 +287,7 @@ async def test_dropped_and_truncated_streams_are_connect_errors(up, provider):
     stream = await provider.chat_stream(req({"messages": [{"role": "user", "content": "x"}]}, stream=True))
     with pytest.raises(UpstreamError) as err:
         await collect(stream)
-    assert err.value.category == "connect" and "message_stop" in str(err.value)
+    assert err.value.category == "upstream_invalid" and "message_stop" in str(err.value)
 
 
 async def test_stream_close_mid_way(up, provider):

@@ -55,6 +55,7 @@ ELSEWHERE = {
     "responses-native": "test_responses_sdks.py::test_readme_native_config_loads",  # a picture of the runs screen; the snapshots check the real one
     "storage-healthz": "test_storage_faults.py::test_readme_healthz_example_has_the_servers_fields",
     "soak-cli": "test_soak_script.py::test_soak_script_runs_and_reports",  # a picture of the runs screen; the snapshots check the real one
+    "limits-toml": "test_limits.py::test_readme_limits_example_is_the_defaults",
 }
 
 

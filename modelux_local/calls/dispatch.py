@@ -185,7 +185,8 @@ class Dispatcher:
                 up = await taken
             else:
                 body["model"] = target.model
-                req = ChatRequest(body, target.model, stream, target.timeout_s, raw=_encode(body))
+                req = ChatRequest(body, target.model, stream, target.timeout_s, raw=_encode(body),
+                                  stream_timeout_s=target.stream_timeout_s)
                 if not stream:
                     return await p.chat(req)
                 up = await p.chat_stream(req)

@@ -14,6 +14,7 @@ import msgspec
 
 from ..core.durations import argparse_duration
 from ..errors import BadRequest, ModeluxError
+from ..core.display import printable
 from ..settings import resolve_paths
 from . import runs_render as render
 from ._common import USAGE, fail, no_database, positive_int
@@ -111,11 +112,11 @@ def trace(args) -> int:
         return no_database(paths)
     run = reader.get_run(args.run_id)
     if run is None:
-        return fail(f"no run {args.run_id!r} in {paths.db_path} (list runs with `modelux-local runs`)")
+        return fail(f"no run {printable(args.run_id)!r} in {paths.db_path} (list runs with `modelux-local runs`)")
     if args.json:
         _print_json(run)
     else:
-        print(render.trace_tree(run))
+        print(printable(render.trace_tree(run), keep_newlines=True))  # notes, errors, models: client text
     return 0
 
 

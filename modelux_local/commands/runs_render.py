@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from ..core.display import printable
+
 
 def money(usd: float | None) -> str:
     """$0.0123; unpriced (no price known for a model) is shown as `unpriced`, never $0."""
@@ -28,6 +30,7 @@ def count(n: int | None) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
+    rows = [[printable(c) for c in r] for r in rows]  # cells hold client text: run ids, tags
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     def line(cells):
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
@@ -64,12 +67,12 @@ def analytics_table(doc: dict) -> str:
 
 
 def _tags(tags: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in tags.items() if k != "run_id") or "(no tags)"
+    return " ".join(f"{printable(k)}={printable(v)}" for k, v in tags.items() if k != "run_id") or "(no tags)"
 
 
 def trace_tree(run: dict) -> str:
     r = run
-    out = [f"run {r['run_id']}  {r['status']}  {_tags(r['tags'])}",
+    out = [f"run {printable(r['run_id'])}  {r['status']}  {_tags(r['tags'])}",
            f"  {count(r['calls'])} calls · {count(r['input_tokens'])} in / {count(r['output_tokens'])} out tokens · "
            f"{money(r['cost_usd'])} · {ms(r['duration_ms'])} · p50 {ms(r['p50_ms'])} p95 {ms(r['p95_ms'])} · "
            f"{count(r['errors'])} errors · {count(r['retries'])} retries",
@@ -135,9 +138,10 @@ def search_results(doc: dict, bold: bool) -> str:
         return "no calls match"
     out = []
     for r in results:
-        where = f"{r['run_id']} #{r['seq']}" if r.get("run_id") else "(no run)"
-        out.append(f"{r['call_id']}  {where}  {r.get('provider') or '?'}/{r.get('model') or '?'}  score {r['score']}")
-        snippet = " ".join((r.get("snippet") or "").split())
+        where = f"{printable(r['run_id'])} #{r['seq']}" if r.get("run_id") else "(no run)"
+        model = printable(r.get("model") or "?")
+        out.append(f"{r['call_id']}  {where}  {r.get('provider') or '?'}/{model}  score {r['score']}")
+        snippet = printable(" ".join((r.get("snippet") or "").split()))  # prompt text: escaped before our own bold
         if bold:
             snippet = re.sub(r"\*\*(.+?)\*\*", "\x1b[1m\\1\x1b[0m", snippet)
         out.append(f"    {snippet}")

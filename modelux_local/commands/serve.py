@@ -92,6 +92,7 @@ def run(args) -> int:
 
     from ..proxy.app import create_app
     from ..runtime import Runtime
+    from .http_limits import protocol_for
 
     paths = resolve_paths(args.data_dir, args.config_dir)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -125,7 +126,9 @@ def run(args) -> int:
     app = create_app(rt)
     tui = not args.headless and sys.stdout.isatty()
     print(banner(rt.configs, host, port, str(paths.db_path)), file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+    limits = rt.configs.server.limits
+    http = protocol_for(limits.max_header_kb, limits.header_timeout_s)  # header size and read time
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http=http, lifespan="on",
                             log_level="warning", access_log=False, timeout_graceful_shutdown=30,
                             proxy_headers=False)  # we bind loopback; no X-Forwarded-* to trust
     freeze_startup_heap()

@@ -32,7 +32,7 @@ Port = Annotated[int, Meta(ge=0, le=65535)]
 HttpStatus = Annotated[int, Meta(ge=100, le=599)]
 MAX_RETRIES = 100  # retries per target: the backoff doubles each time (2**1024 overflowed a float)
 
-RETRY_ON = ("429", "5xx", "timeout", "connect")
+RETRY_ON = ("429", "5xx", "timeout", "connect", "upstream_invalid")
 
 
 class _S(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -106,7 +106,15 @@ class AnomaliesSection(_S, kw_only=True):
 
 
 class LimitsSection(_S, kw_only=True):
+    """[limits]: bounds on what a client controls; each refusal names its key."""
+
     max_body_mb: Annotated[float, Meta(gt=0, le=4096)] = 10.0
+    max_json_depth: Annotated[int, Meta(ge=2, le=10_000)] = 64        # nesting of a request body's arrays/objects
+    max_n: Annotated[int, Meta(ge=1, le=1_000_000)] = 128              # `n` for any provider (OpenAI's own maximum)
+    mock_max_n: Annotated[int, Meta(ge=1, le=1_000_000)] = 16          # `n` for the mock provider
+    mock_max_tokens: Annotated[int, Meta(ge=1, le=_MAX_INT)] = 1_000_000            # max_tokens / max_completion_tokens for the mock
+    max_header_kb: Annotated[float, Meta(gt=0, le=1024 * 1024)] = 64.0  # request line + headers; 431 beyond (read at start)
+    header_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0    # to receive them; the connection is closed after
 
 
 class RunsSection(_S, kw_only=True):
@@ -152,7 +160,7 @@ class ServerConfig(_S, kw_only=True):
 class Retries(_S, kw_only=True):
     attempts: Annotated[int, Meta(ge=0, le=MAX_RETRIES)] = 1  # retries after the first try, per target
     backoff_ms: Millis = 250.0
-    on: list[Literal["429", "5xx", "timeout", "connect"]] = msgspec.field(default_factory=lambda: list(RETRY_ON))
+    on: list[Literal["429", "5xx", "timeout", "connect", "upstream_invalid"]] = msgspec.field(default_factory=lambda: list(RETRY_ON))
 
 
 class Target(_S, kw_only=True):
@@ -160,6 +168,7 @@ class Target(_S, kw_only=True):
     model: str
     weight: PositiveFloat = 1.0
     timeout_s: Seconds | None = None
+    stream_timeout_s: Seconds | None = None  # a stream's whole duration; None = the alias's
 
 
 class Alias(_S, kw_only=True):
@@ -167,6 +176,7 @@ class Alias(_S, kw_only=True):
     targets: list[Target]
     retries: Retries = Retries()
     timeout_s: Seconds | None = None
+    stream_timeout_s: Seconds | None = None  # a stream's whole duration; None = no deadline
 
 
 class RoutingConfig(_S, kw_only=True):

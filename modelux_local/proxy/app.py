@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
 
 from .. import __version__
 from ..errors import ModeluxError, NotFound, Unauthorized
@@ -18,6 +19,7 @@ from ..runtime import Runtime
 from . import control, management, messages, replay_routes, responses
 from .errors import JSON, error_response, on_http_exception, on_unexpected
 from .gateway import Gateway
+from .limits import read_body
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -30,17 +32,21 @@ def on_modelux_error(request: Request, e: ModeluxError) -> Response:
     return error_response(e)
 
 
-def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
+def create_app(rt: Runtime, *, manage_lifecycle: bool = True, openapi: bool = False) -> Litestar:
+    """`openapi`: build the OpenAPI schema (served at /schema/openapi.json); off when serving,
+    used by the schema tests."""
     gw = Gateway(rt)
     token = os.environ.get("MODELUX_TOKEN") or None
 
     @post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        return await gw.chat(await request.body(), request.headers, receive=request.receive)
+        return await gw.chat(await read_body(request, rt.configs.server.limits), request.headers,
+                             receive=request.receive)
 
     @post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
-        return await gw.embeddings(await request.body(), request.headers, receive=request.receive)
+        return await gw.embeddings(await read_body(request, rt.configs.server.limits), request.headers,
+                                   receive=request.receive)
 
     @get("/v1/models")
     async def models() -> Response:
@@ -71,9 +77,9 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
             raise NotFound(f"no {what} {key!r}")
         return _json(found)
 
-    @get("/mlx/v1/runs/{run_id:str}")
+    @get("/mlx/v1/runs/{run_id:path}")  # a path parameter: run ids may contain `/`
     async def get_run(run_id: str) -> Response:
-        return await read_after_writes(rt.reader.get_run, run_id, "run")
+        return await read_after_writes(rt.reader.get_run, run_id.removeprefix("/"), "run")
 
     @get("/mlx/v1/calls/{call_id:str}")
     async def get_call(call_id: str) -> Response:
@@ -113,8 +119,8 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
         exception_handlers={ModeluxError: on_modelux_error, HTTPException: on_http_exception, Exception: on_unexpected},
         before_request=check_token if token else None,
         lifespan=[lifespan],
-        request_max_body_size=None,  # the gateway enforces [limits] max_body_mb with an OpenAI-shaped 413
-        openapi_config=None,
+        request_max_body_size=None,  # read_body enforces [limits] max_body_mb while reading, and follows reloads
+        openapi_config=OpenAPIConfig(title="modelux-local", version=__version__) if openapi else None,
         logging_config=None,
         debug=False,
     )

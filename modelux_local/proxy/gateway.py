@@ -18,6 +18,7 @@ from ..core.tags import TagError, parse_tags
 from ..errors import AllTargetsFailed, BadRequest, BodyTooLarge
 from ..runtime import Runtime
 from .errors import JSON, error_body, error_response
+from .limits import decode_request
 
 __all__ = ["CallContext", "ChatOutcome", "Gateway", "OpenAISSE", "StreamFormat", "new_call_id", "until_disconnect"]
 
@@ -65,17 +66,8 @@ class Gateway:
     # -- request parsing -------------------------------------------------------------------
 
     def decode(self, raw: bytes) -> dict:
-        """The body as a JSON object, within [limits] max_body_mb; BadRequest / BodyTooLarge otherwise."""
-        limit = int(self.rt.configs.server.limits.max_body_mb * 1024 * 1024)
-        if len(raw) > limit:
-            raise BodyTooLarge(f"request body is {len(raw)} bytes; the limit is {limit} ([limits] max_body_mb)")
-        try:
-            body = _decode(raw)
-        except msgspec.DecodeError as e:
-            raise BadRequest(f"request body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise BadRequest("request body must be a JSON object")
-        return body
+        """The body as a JSON object within [limits] (size, nesting, `n`); BadRequest / BodyTooLarge otherwise."""
+        return decode_request(raw, self.rt.configs.server.limits)
 
     def _parse(self, raw: bytes, headers: Any) -> tuple[dict, dict[str, str]]:
         body = self.decode(raw)

@@ -34,6 +34,7 @@ from ..providers.anthropic_in import (ERROR_TYPE, OpenAIChunksToAnthropicEvents,
                                       openai_error_to_anthropic, openai_response_to_anthropic)
 from .errors import JSON
 from .gateway import ChatOutcome, ClientGone, Gateway, StreamFormat, until_disconnect
+from .limits import read_body
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -123,7 +124,7 @@ def routes(rt, gw: Gateway) -> list:
     @post("/v1/messages", status_code=200)
     async def messages(request: Request) -> Response:
         clock = (time.time(), time.perf_counter())
-        raw = await request.body()
+        raw = await read_body(request, gw.rt.configs.server.limits)
         try:
             openai_body, tags = _translate(gw, raw, request.headers)
             out = await until_disconnect(request.receive, gw.start_chat(openai_body, raw, tags, "messages",
@@ -138,7 +139,7 @@ def routes(rt, gw: Gateway) -> list:
     async def count_tokens(request: Request) -> Response:
         """An estimate (no provider is called): enough to size a prompt against a context window."""
         try:
-            body = gw.decode(await request.body())
+            body = gw.decode(await read_body(request, gw.rt.configs.server.limits))
             if not isinstance(body.get("messages"), list):
                 raise BadRequest("messages: a list of messages is required", param="messages")
         except ModeluxError as e:

@@ -90,7 +90,7 @@ class Replayer:
         self.maps = maps or {}
         self.submit = submit
         self.max_cost_nusd = max_cost_nusd
-        self.providers = {} if mode == "reprice" else {n: build_provider(n, pc) for n, pc in cs.server.providers.items()}
+        self.providers = {} if mode == "reprice" else {n: build_provider(n, pc, cs.server.limits) for n, pc in cs.server.providers.items()}
         self.snapshot = Snapshot(cs, self.router, self.prices, self.providers)
         self.dispatcher = Dispatcher(Hooks(), Sink(self._sink, self._sink_nowait))
         self.spent_nusd = 0           # everything this replay paid for: replayed calls and evaluator calls

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import msgspec
 
 from ..config.loader import ConfigSet, load_dir
+from ..core.display import printable  # noqa: F401  (re-exported: the TUI's one door to modelux_local)
 from ..core.tags import tags_match
 from ..errors import ConfigError
 from ..pricing import nanos_to_usd

@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, Tree
 from textual.widgets.tree import TreeNode
 
-from ..data import DataSource
+from ..data import DataSource, printable
 from ..widgets import detail
 from ..widgets import format as fmt
 
@@ -22,7 +22,7 @@ REFRESH_S = 1.0
 
 
 def run_label(run: dict) -> Text:
-    t = Text.assemble((run["run_id"], "bold"), " ", fmt.status(run["status"]),
+    t = Text.assemble((printable(run["run_id"]), "bold"), " ", fmt.status(run["status"]),
                       f" {fmt.money(run['cost_usd'])} {run['calls']} calls {fmt.ms(run['duration_ms'])}")
     if run.get("anomalies"):
         t.append("  " + ", ".join(run["anomalies"]), style="bold yellow")
@@ -72,10 +72,10 @@ class RunScreen(Screen):
         self.shown_call: dict | None = None     # the call whose detail is on screen
 
     def compose(self) -> ComposeResult:
-        self.sub_title = f"run {self.run_id}"
+        self.sub_title = f"run {printable(self.run_id)}"
         yield Header()
         with Horizontal(id="run-body"):
-            tree: Tree = Tree(Text(self.run_id), id="trace", data=("run", None))
+            tree: Tree = Tree(Text(printable(self.run_id)), id="trace", data=("run", None))
             tree.root.expand()
             yield tree
             with VerticalScroll(id="detail-scroll"):
@@ -102,7 +102,7 @@ class RunScreen(Screen):
         self._loading = False
         tree = self.query_one("#trace", Tree)
         if run is None:
-            tree.root.set_label(Text(f"{self.run_id}: no such run", style="red"))
+            tree.root.set_label(Text(f"{printable(self.run_id)}: no such run", style="red"))
             return
         first = self.run is None
         self.run = run

@@ -18,7 +18,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Sparkline, Static
 
-from ..data import DataSource, Pulse, ReloadView, RunRow
+from ..data import DataSource, Pulse, ReloadView, RunRow, printable
 from ..runfilter import matches
 from ..widgets import format as fmt
 
@@ -226,7 +226,7 @@ class RunsScreen(Screen):
                 new = [f for f in now[r.run_id] if f and f not in before]
                 if new:
                     what = ", ".join(new) + (f": {r.abort_reason}" if r.abort_reason and "aborted" in new else "")
-                    self.notify(f"{r.run_id}: {what}", title="run flagged",
+                    self.notify(f"{printable(r.run_id)}: {what}", title="run flagged",
                                 severity="error" if "aborted" in new else "warning")
         self._seen_flags = now
 
@@ -255,7 +255,7 @@ class RunsScreen(Screen):
             "mark": lambda: self._mark_cell(r.run_id),
             "status": lambda: Text.assemble(self._mark_cell(r.run_id), fmt.status_glyph(r.status)) if self.narrow
                               else fmt.status(r.status),
-            "run": lambda: Text(r.run_id, style=flagged_style),
+            "run": lambda: Text(printable(r.run_id), style=flagged_style),
             "cost": lambda: fmt.money(r.cost_usd),
             "budget": lambda: fmt.meter(use[0], NARROW_METER) if self.narrow and use else
                               fmt.meter(use[0], limit=use[1]) if use else fmt.meter(None),
@@ -263,7 +263,7 @@ class RunsScreen(Screen):
             "flags": lambda: Text(flags, style=("white on red" if r.status == "aborted" else "black on yellow")
                                   if flags else ""),
             "tokens": lambda: fmt.tokens(r.tokens),
-            "agent": lambda: r.agent or "—",
+            "agent": lambda: Text(printable(r.agent)) if r.agent else "—",
             "duration": lambda: fmt.duration(r.duration_s),
             "errors": lambda: Text(str(r.errors), style="red" if r.errors else "dim"),
             "age": lambda: fmt.age_coarse(self.data.clock() - r.started_at),

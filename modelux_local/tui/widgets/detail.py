@@ -15,6 +15,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from ..data import printable
 from . import format as fmt
 
 _ROLE_STYLE = {"system": "bold magenta", "user": "bold cyan", "assistant": "bold green", "tool": "bold yellow",
@@ -83,8 +84,8 @@ def message(m: dict) -> RenderableType:
 
 
 def render_run(run: dict) -> RenderableType:
-    rows = [("run", run["run_id"]), ("status", fmt.status(run["status"])),
-            ("tags", ", ".join(f"{k}={v}" for k, v in run["tags"].items()) or "—"),
+    rows = [("run", printable(run["run_id"])), ("status", fmt.status(run["status"])),
+            ("tags", printable(", ".join(f"{k}={v}" for k, v in run["tags"].items())) or "—"),
             ("started", run["started_at"]), ("calls", f"{run['calls']}  ({run['errors']} errors, {run['retries']} retries)"),
             ("tokens", f"{run['input_tokens']:,} in / {run['output_tokens']:,} out"),
             ("cost", fmt.money(run["cost_usd"])), ("duration", fmt.ms(run["duration_ms"])),
@@ -92,7 +93,7 @@ def render_run(run: dict) -> RenderableType:
     if run.get("anomalies"):
         rows.append(("anomalies", Text(", ".join(run["anomalies"]), style="bold yellow")))
     if run.get("abort_reason"):
-        rows.append(("aborted", Text(run["abort_reason"], style="bold red")))
+        rows.append(("aborted", Text(printable(run["abort_reason"]), style="bold red")))
     if run.get("outcome"):
         rows.append(("outcome", json.dumps(run["outcome"])))
     return Group(_section("Run"), _kv(rows))
