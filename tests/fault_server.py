@@ -78,7 +78,7 @@ def attach(rt):
     return guard
 
 
-runtime.build_provider = lambda name, cfg: FaultyProvider(_build_provider(name, cfg))
+runtime.build_provider = lambda name, cfg, *limits: FaultyProvider(_build_provider(name, cfg, *limits))
 analytics.attach = attach
 
 if __name__ == "__main__":
