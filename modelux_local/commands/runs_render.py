@@ -34,17 +34,32 @@ def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
     return "\n".join([line(headers), *(line(r) for r in rows)])
 
 
-def runs_table(runs: list[dict]) -> str:
+def usual(e: dict | None) -> str:
+    """`x2.30 cost` (how far along its agent's p90 a run is, by cost or calls), or why there is no ratio."""
+    if not e:
+        return "-"
+    if not e["judged"]:
+        return f"{e['history_runs']}/{e['min_history']} runs"
+    return f"x{e['over_usual']:.2f} {e['over_usual_by']}" if e["over_usual"] is not None else "-"
+
+
+def runs_table(runs: list[dict], usual_first: bool = False) -> str:
     if not runs:
         return "no runs match"
-    headers = ["STATUS", "RUN_ID", "AGENT", "CALLS", "TOKENS", "COST", "P50", "P95", "ERRORS", "ANOMALIES", "STARTED"]
+    headers = ["STATUS", "RUN_ID", "AGENT", "CALLS", "TOKENS", "COST", "USUAL", "P50", "P95", "ERRORS", "ANOMALIES",
+               "STARTED"]
     rows = []
     for r in runs:
-        rows.append([r["status"], r["run_id"], r["tags"].get("agent", "-"), count(r["calls"]),
-                     count(r["input_tokens"] + r["output_tokens"]), money(r["cost_usd"]), ms(r["p50_ms"]),
-                     ms(r["p95_ms"]), count(r["errors"]), ",".join(r["anomalies"]) or "-",
+        e = r.get("expected")
+        rows.append([r["status"], r["run_id"], r["tags"].get("agent") or (e or {}).get("agent") or "-",
+                     count(r["calls"]), count(r["input_tokens"] + r["output_tokens"]), money(r["cost_usd"]),
+                     usual(e), ms(r["p50_ms"]), ms(r["p95_ms"]), count(r["errors"]), ",".join(r["anomalies"]) or "-",
                      (r["started_at"] or "")[:19].replace("T", " ")])
-    return _table(headers, rows, right={3, 4, 5, 6, 7, 8})
+    if usual_first:  # the column the list is sorted by comes first
+        headers.insert(0, headers.pop(6))
+        for row in rows:
+            row.insert(0, row.pop(6))
+    return _table(headers, rows, right={0, 3, 4, 5, 7, 8, 9} if usual_first else {3, 4, 5, 6, 7, 8, 9})
 
 
 def analytics_table(doc: dict) -> str:
@@ -74,6 +89,9 @@ def trace_tree(run: dict) -> str:
            f"{money(r['cost_usd'])} · {ms(r['duration_ms'])} · p50 {ms(r['p50_ms'])} p95 {ms(r['p95_ms'])} · "
            f"{count(r['errors'])} errors · {count(r['retries'])} retries",
            f"  started {r['started_at']}" + (f"  ended {r['ended_at']}" if r.get("ended_at") else "")]
+    e = r.get("expected")
+    if e:
+        out.append(expected_line(e))
     o = r.get("outcome")
     if o:
         extra = "".join([f" score={o['score']}" if o.get("score") is not None else "",
@@ -99,6 +117,17 @@ def trace_tree(run: dict) -> str:
     if not steps:
         out.append("   (no calls stored)")
     return "\n".join(out)
+
+
+def expected_line(e: dict) -> str:
+    """The agent's usual run (p50 / p90 over its recent completed runs), and where this run stands."""
+    c, n, d = e["cost_usd"], e["calls"], e["duration_ms"]
+    head = (f"  usual for {e['agent']} ({e['history_runs']} runs, {e['window_days']}d): "
+            f"cost {money(c['p50'])} / {money(c['p90'])} · calls {n['p50']:g} / {n['p90']:g} · "
+            f"time {ms(d['p50'])} / {ms(d['p90'])} (p50 / p90)")
+    if not e["judged"]:
+        return head + f" · too few runs to judge ({e['min_history']} needed)"
+    return head + f" · this run: {usual(e)} of p90"
 
 
 def _step_line(s: dict) -> str:

@@ -62,7 +62,8 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
 
     @get("/mlx/v1/runs/{run_id:str}")
     async def get_run(run_id: str) -> Response:
-        return await read_after_writes(rt.reader.get_run, run_id, "run")
+        min_history = rt.configs.server.anomalies.cost_min_history  # `expected` judges as the cost check does
+        return await read_after_writes(lambda k: rt.reader.get_run(k, min_history=min_history), run_id, "run")
 
     @get("/mlx/v1/calls/{call_id:str}")
     async def get_call(call_id: str) -> Response:

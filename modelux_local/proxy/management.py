@@ -55,7 +55,8 @@ def routes(rt, gateway) -> list:
         sort = request.query_params.get("sort") or "started"
         limit = _int(request, "limit", DEFAULT_LIMIT)
         await rt.writer.barrier()
-        return _json({"runs": await asyncio.to_thread(list_runs, rt.reader, flt, sort, limit)})
+        min_history = rt.configs.server.anomalies.cost_min_history
+        return _json({"runs": await asyncio.to_thread(list_runs, rt.reader, flt, sort, limit, min_history)})
 
     @get("/mlx/v1/analytics")
     async def analytics_view(request: Request) -> Response:
