@@ -65,21 +65,23 @@ class Reader:
         return [r[0] for r in self.conn().execute(
             "SELECT latency_ms FROM calls WHERE run_id = ? AND latency_ms IS NOT NULL ORDER BY latency_ms", (run_id,))]
 
-    def get_run(self, run_id: str, with_steps: bool = True, min_history: int = DEFAULT_MIN_HISTORY) -> dict | None:
+    def get_run(self, run_id: str, with_steps: bool = True, min_history: int = DEFAULT_MIN_HISTORY,
+                now: float | None = None) -> dict | None:
         row = self.conn().execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             return None
         out = self.run_summary(row)
-        out["expected"] = self.expectations([row], min_history).get(run_id)
+        out["expected"] = self.expectations([row], min_history, now).get(run_id)
         if with_steps:
             out["steps"] = self.steps(run_id)
         return out
 
-    def expectations(self, rows: list[tuple], min_history: int = DEFAULT_MIN_HISTORY) -> dict[str, dict]:
+    def expectations(self, rows: list[tuple], min_history: int = DEFAULT_MIN_HISTORY,
+                     now: float | None = None) -> dict[str, dict]:
         """run_id -> `expected` (its agent's usual run) for runs rows (RUN_COLUMNS); replays have none."""
         conn = self.conn()
         agents = run_agents(conn, [r[0] for r in rows if r[16] is None])
-        history = agent_history(conn, agents=agents.values(), idle_timeout_s=self.idle_timeout_s)
+        history = agent_history(conn, agents=agents.values(), now=now, idle_timeout_s=self.idle_timeout_s)
         out = {}
         for r in rows:
             h = history.get(agents.get(r[0], ""))
