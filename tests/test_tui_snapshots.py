@@ -17,17 +17,21 @@ from modelux_local.tui.data import DataSource
 from .test_tui_support import NOW, build_db, write_configs
 
 
-@pytest.fixture
-def demo(tmp_path, monkeypatch):
+def _demo_app(tmp_path, monkeypatch, history: int = 0):
     """The demo database under a relative config path (so no tmp path reaches the screen), in UTC."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     write_configs(Path("cfg"))
-    build_db(tmp_path, Path("cfg"))
+    build_db(tmp_path, Path("cfg"), history=history)
     yield lambda: ModeluxApp(DataSource(tmp_path / "modelux.db", Path("cfg"), clock=lambda: NOW))
     monkeypatch.undo()
     time.tzset()
+
+
+@pytest.fixture
+def demo(tmp_path, monkeypatch):
+    yield from _demo_app(tmp_path, monkeypatch)
 
 
 async def until(pilot, predicate, timeout: float = 10.0) -> None:
@@ -75,14 +79,7 @@ def test_configs_screen(demo, snap_compare):
 @pytest.fixture
 def demo_history(tmp_path, monkeypatch):
     """The demo database with 20 completed runs of research-v2 before it: its usual run."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    write_configs(Path("cfg"))
-    build_db(tmp_path, Path("cfg"), history=20)
-    yield lambda: ModeluxApp(DataSource(tmp_path / "modelux.db", Path("cfg"), clock=lambda: NOW))
-    monkeypatch.undo()
-    time.tzset()
+    yield from _demo_app(tmp_path, monkeypatch, history=20)
 
 
 def runs_with_history_loaded(pilot):

@@ -24,6 +24,7 @@ import apsw
 import msgspec
 
 from ..core.records import CallRecord
+from ..storage.breakdown import chat_body
 from ..storage.history import AgentHistory, agent_history, expected
 from .budgets import Pending
 from .events import emit, mark_aborted
@@ -46,13 +47,8 @@ def _normalise(x: Any) -> Any:
 
 def fingerprint(request: bytes | None) -> str | None:
     """Hash of the request's messages and tools, independent of key order and whitespace."""
-    if not request:
-        return None
-    try:
-        body = _dec.decode(request)
-    except msgspec.DecodeError:
-        return None
-    if not isinstance(body, dict) or not body.get("messages"):
+    body = chat_body(request)
+    if body is None:
         return None
     core = _normalise({"messages": body.get("messages"), "tools": body.get("tools"), "system": body.get("system")})
     return hashlib.sha256(_enc_sorted.encode(core)).hexdigest()[:16]

@@ -78,14 +78,20 @@ def run_breakdown(conn: apsw.Connection, run_id: str) -> RunBreakdown:
     return RunBreakdown(_lines(by_alias), _lines(by_model), repeats(prompts))
 
 
-def _prompt_items(request: bytes | None) -> list[bytes] | None:
+def chat_body(request: bytes | None) -> dict | None:
+    """A stored request body that carries a `messages` list (chat or Messages API), decoded; else None."""
     if not request:
         return None
     try:
         body = _dec.decode(request)
     except msgspec.DecodeError:
         return None
-    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+    return body if isinstance(body, dict) and isinstance(body.get("messages"), list) and body["messages"] else None
+
+
+def _prompt_items(request: bytes | None) -> list[bytes] | None:
+    body = chat_body(request)
+    if body is None:
         return None
     head = [_enc.encode(body[k]) for k in ("tools", "system") if body.get(k)]
     return head + [_enc.encode(m) for m in body["messages"]]

@@ -131,6 +131,6 @@ def fit(head: Text, tail: Text, width: int) -> Text:
     if head.cell_len + tail.cell_len <= width:
         return Text.assemble(head, tail)
     room = width - tail.cell_len - 1
-    if room >= min(8, head.cell_len):
+    if room >= min(4, head.cell_len):  # "#12…" still says which call it is
         return Text.assemble(head[:room], ("…", "dim"), tail)
     return elide_middle(Text.assemble(head[:min(head.cell_len, max(0, width // 3))], tail), width)
