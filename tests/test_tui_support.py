@@ -123,6 +123,8 @@ def build_db(data_dir: Path, config_dir: Path, history: int = 0) -> Path:
     with conn:
         write_calls(conn, recs)
         conn.execute("UPDATE runs SET anomalies = ? WHERE run_id = 'run_loop0003'", (json.dumps(["loop"]),))
+        # the history went idle long ago: the server's lifecycle marked it completed
+        conn.execute("UPDATE runs SET status = 'completed', ended_at = last_at WHERE run_id LIKE 'run_hist%'")
         conn.execute("UPDATE runs SET status = 'aborted', ended_at = last_at, abort_reason = 'max_cost_usd' "
                      "WHERE run_id = 'run_abort004'")
         for i, name in enumerate(cs.routing):

@@ -54,16 +54,13 @@ def run_agents(conn: apsw.Connection, run_ids: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def agent_history(conn: apsw.Connection, *, agents: Iterable[str] | None = None, now: float | None = None,
-                  idle_timeout_s: float | None = None) -> dict[str, AgentHistory]:
+def agent_history(conn: apsw.Connection, *, agents: Iterable[str] | None = None,
+                  now: float | None = None) -> dict[str, AgentHistory]:
     """Per agent (all of them, or those named), the percentiles of its completed runs of the last
-    HISTORY_DAYS. Aborted runs and replays are not history; a run idle past `idle_timeout_s` counts
-    as completed (as the run summaries say) even before the server marks it."""
+    HISTORY_DAYS. Aborted runs and replays are not history. Completed means marked so (the server
+    marks idle runs): the cost check, which reads only that, and every view of `expected` then agree."""
     now = time.time() if now is None else now
-    done, params = "r.status = 'completed'", [now - HISTORY_DAYS * 86400]
-    if idle_timeout_s is not None:
-        done = "(r.status = 'completed' OR (r.status = 'running' AND r.last_at <= ?))"
-        params.insert(0, now - idle_timeout_s)
+    params: list = [now - HISTORY_DAYS * 86400]
     only = ""
     if agents is not None:
         names = sorted(set(agents))
@@ -79,7 +76,7 @@ def agent_history(conn: apsw.Connection, *, agents: Iterable[str] | None = None,
         "percentile(duration, 50), percentile(duration, 90) "
         f"FROM (SELECT {_KEY} AS agent, r.cost_nusd AS cost, r.calls AS calls, "
         "coalesce(r.ended_at, r.last_at) - r.started_at AS duration FROM runs AS r "
-        f"WHERE {done} AND r.started_at >= ? AND r.replay_id IS NULL{only}) "
+        f"WHERE r.status = 'completed' AND r.started_at >= ? AND r.replay_id IS NULL{only}) "
         "WHERE agent IS NOT NULL GROUP BY agent", params).fetchall()
     return {row[0]: AgentHistory(*row) for row in rows}
 

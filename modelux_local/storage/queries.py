@@ -81,7 +81,7 @@ class Reader:
         """run_id -> `expected` (its agent's usual run) for runs rows (RUN_COLUMNS); replays have none."""
         conn = self.conn()
         agents = run_agents(conn, [r[0] for r in rows if r[16] is None])
-        history = agent_history(conn, agents=agents.values(), now=now, idle_timeout_s=self.idle_timeout_s)
+        history = agent_history(conn, agents=agents.values(), now=now)
         out = {}
         for r in rows:
             h = history.get(agents.get(r[0], ""))

@@ -330,7 +330,7 @@ class DataSource:
         cached = getattr(self._local, "history", None)
         now = time.monotonic()
         if cached is None or now - cached[0] > HISTORY_REFRESH_S:
-            cached = (now, agent_history(conn, now=self.clock(), idle_timeout_s=self.idle_timeout_s()))
+            cached = (now, agent_history(conn, now=self.clock()))
             self._local.history = cached
         return cached[1]
 

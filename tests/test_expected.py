@@ -1,0 +1,159 @@
+"""Every run against its agent's history, through a real server: `expected` in the run detail and
+`runs --json`, checked against percentiles computed here by hand from the history runs' own
+summaries; then a looping agent, where the run detail's ratio, `runs --sort over_usual`, the TUI's
+meter and the `anomaly.cost` webhook must all tell the same story."""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+
+from modelux_local.tui.data import DataSource
+from modelux_local.tui.widgets import format as fmt
+
+from .conftest import client_for
+from .fakes.webhook_receiver import WebhookReceiver
+from .server import ServerProcess, write_config
+
+MODELUX = """
+[routing]
+default = "default"
+
+[providers.mock]
+kind = "mock"
+
+[anomalies]
+cost_min_history = 6
+cost_factor = 2.0
+
+[runs]
+idle_timeout_s = 0.6
+
+[[webhooks]]
+url = "{url}"
+events = ["anomaly.cost", "run.completed"]
+"""
+ROUTING = """
+[aliases.executor]
+targets = [{ provider = "mock", model = "mock-small" }]
+"""
+HISTORY_CALLS = [1, 2, 1, 1, 2, 1]   # p50 1 call, p90 2, p95 2: a run of 3 calls is past p95 and 2 x p50
+
+
+def hand_percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between the closest ranks, written out."""
+    v = sorted(values)
+    pos = (len(v) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("expected")
+    receiver = WebhookReceiver().start()
+    cdir = write_config(d / "config", {"modelux.toml": MODELUX.format(url=receiver.url), "default.toml": ROUTING})
+    server = ServerProcess(d / "data", cdir).start()
+    client = client_for(server)
+    for i, n in enumerate(HISTORY_CALLS):
+        for k in range(n):
+            _ask(client, f"hist-{i}", f"usual task {i}, step {k}" + " with detail" * i)
+    receiver.wait_for(lambda r: sum(e["run"]["run_id"].startswith("hist-") for e in r.events("run.completed"))
+                      == len(HISTORY_CALLS), timeout=15)
+    # from now on runs stay running (the hot-reloaded idle timeout), as an agent's runs do while it works
+    before = server.get("/mlx/v1/config").json()["reload"]["at"]
+    (cdir / "modelux.toml").write_text(MODELUX.format(url=receiver.url).replace("idle_timeout_s = 0.6",
+                                                                                "idle_timeout_s = 300"))
+    deadline = time.monotonic() + 15
+    while server.get("/mlx/v1/config").json()["reload"]["at"] == before:
+        assert time.monotonic() < deadline, "the config edit was not reloaded"
+        time.sleep(0.1)
+    time.sleep(1.5)  # the anomaly watcher's history refresh follows completions (at most once a second)
+    yield server, receiver, client
+    server.stop()
+    receiver.stop()
+
+
+def _ask(client, run_id: str, text: str, agent: str = "steady"):
+    return client.chat.completions.create(model="@executor", messages=[{"role": "user", "content": text}],
+                                          extra_body={"mlx:tags": {"run_id": run_id, "agent": agent}})
+
+
+def test_expected_is_the_agents_percentiles_computed_by_hand(env):
+    server, _, client = env
+    history = [server.get(f"/mlx/v1/runs/hist-{i}").json() for i in range(len(HISTORY_CALLS))]
+    assert [h["calls"] for h in history] == HISTORY_CALLS and all(h["status"] == "completed" for h in history)
+    _ask(client, "probe-1", "a first step")
+    e = server.get("/mlx/v1/runs/probe-1").json()["expected"]
+    costs, calls = [h["cost_usd"] for h in history], [h["calls"] for h in history]
+    durations = [h["duration_ms"] for h in history]
+    assert e["agent"] == "steady" and e["history_runs"] == 6 and e["judged"]
+    for q in (50, 90):
+        assert e["cost_usd"][f"p{q}"] == pytest.approx(hand_percentile(costs, q), rel=1e-6, abs=1e-9)
+        assert e["calls"][f"p{q}"] == pytest.approx(hand_percentile(calls, q))
+        assert e["duration_ms"][f"p{q}"] == pytest.approx(hand_percentile(durations, q), abs=0.2)
+    run = server.get("/mlx/v1/runs/probe-1").json()
+    ratio = max(run["cost_usd"] / hand_percentile(costs, 90), 1 / hand_percentile(calls, 90))
+    assert e["over_usual"] == pytest.approx(ratio, abs=1e-3)
+    listed = {r["run_id"]: r for r in server.get("/mlx/v1/runs", params={"tag": "agent:steady"}).json()["runs"]}
+    assert listed["probe-1"]["expected"] == e  # the list and the detail say the same
+    other = server.get("/mlx/v1/runs/hist-0").json()
+    assert other["expected"]["agent"] == "steady"
+
+
+def test_a_looping_run_the_ratio_the_meter_and_anomaly_cost_agree(env):
+    server, receiver, client = env
+    _ask(client, "calm-1", "one quiet step")
+    fired = None
+    for k in range(6):
+        _ask(client, "loop-1", f"try again, attempt {k}")
+        run = server.get("/mlx/v1/runs/loop-1").json()
+        if "cost" in run["anomalies"]:
+            fired = run
+            break
+    assert fired is not None, "no cost anomaly for a run far past its agent's history"
+    hook = receiver.wait_for(lambda r: [e for e in r.events("anomaly.cost") if e["run"]["run_id"] == "loop-1"],
+                             timeout=5)[0]
+    history = [server.get(f"/mlx/v1/runs/hist-{i}").json() for i in range(len(HISTORY_CALLS))]
+    costs, calls = [h["cost_usd"] for h in history], [h["calls"] for h in history]
+    d = hook["detail"]
+    for what, values, now in (("cost", costs, fired["cost_usd"]), ("calls", calls, fired["calls"])):
+        past = now > hand_percentile(values, 95) + 1e-12 and now > 2.0 * hand_percentile(values, 50) + 1e-12
+        assert past == (what in d["over"]), (what, now, values)  # fired for what is past p95 and 2 x the median
+    by_cost, by_calls = fired["cost_usd"] / hand_percentile(costs, 90), fired["calls"] / hand_percentile(calls, 90)
+    e = fired["expected"]
+    assert e["over_usual"] == pytest.approx(max(by_cost, by_calls), abs=1e-3) and e["over_usual"] > 1  # past p95: past p90
+    assert e["over_usual_by"] == ("cost" if by_cost > by_calls else "calls")
+    assert d["expected"] == e  # what fired is what the run detail shows
+    assert d["cost_factor"] == 2.0 and d["history_runs"] == 6
+    ratio, by = e["over_usual"], e["over_usual_by"]
+
+    out = server.cli("runs", "--sort", "over_usual", "--json")
+    runs = json.loads(out.stdout)["runs"]
+    assert [r["run_id"] for r in runs][:2] == ["loop-1", "calm-1"]  # running runs, furthest past usual first
+    assert all(r["status"] == "running" for r in runs)
+    assert runs[0]["expected"]["over_usual"] == e["over_usual"]
+    table = server.cli("runs", "--sort", "over_usual").stdout
+    assert table.splitlines()[1].lstrip().startswith(f"x{ratio:.2f} {by}") and "loop-1" in table.splitlines()[1]
+
+    data = DataSource(server.db_path, server.config_dir)
+    row = next(r for r in data.runs() if r.run_id == "loop-1")
+    assert row.usual == pytest.approx(e["over_usual"], abs=1e-3) and row.budget_use[1] == "usual"
+    assert fmt.meter(row.budget_use[0], limit="usual", running=True).plain.endswith(f"x{ratio:.1f} of usual")
+
+    trace = server.cli("trace", "loop-1").stdout
+    assert "usual for steady (6 runs, 30d)" in trace and f"this run: x{ratio:.2f} {by} of p90" in trace
+
+
+def test_bad_anomaly_thresholds_are_refused_with_the_key_named(tmp_path):
+    from modelux_local.config.loader import load_dir
+    from modelux_local.errors import ConfigError
+
+    for bad, key in (("cost_factor = 0.5", "anomalies.cost_factor"), ("cost_factor = nan", "anomalies.cost_factor"),
+                     ("cost_min_history = 0", "anomalies.cost_min_history")):
+        cdir = write_config(tmp_path / key.replace(".", "_") / bad[:6], {"modelux.toml": f"[anomalies]\n{bad}\n"})
+        with pytest.raises(ConfigError) as ei:
+            load_dir(cdir)
+        assert key in ei.value.message
