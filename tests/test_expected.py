@@ -38,6 +38,9 @@ events = ["anomaly.cost", "run.completed"]
 ROUTING = """
 [aliases.executor]
 targets = [{ provider = "mock", model = "mock-small" }]
+
+[aliases.planner]
+targets = [{ provider = "mock", model = "mock-large" }]
 """
 HISTORY_CALLS = [1, 2, 1, 1, 2, 1]   # p50 1 call, p90 2, p95 2: a run of 3 calls is past p95 and 2 x p50
 
@@ -157,3 +160,38 @@ def test_bad_anomaly_thresholds_are_refused_with_the_key_named(tmp_path):
         with pytest.raises(ConfigError) as ei:
             load_dir(cdir)
         assert key in ei.value.message
+
+
+def test_where_the_money_went_by_alias_model_and_repeated_prompt(env):
+    server, _, client = env
+    same = [{"role": "system", "content": "You are a tool-using agent with a long system prompt. " * 8},
+            {"role": "user", "content": "Check the inventory for item 42."}]
+    for _ in range(3):  # an agent resending its whole prompt: calls 2 and 3 repeat all of call 1's
+        client.chat.completions.create(model="@executor", messages=same,
+                                       extra_body={"mlx:tags": {"run_id": "spend-1", "agent": "spender"}})
+    client.chat.completions.create(model="@planner", messages=[{"role": "user", "content": "Plan the next step."}],
+                                   extra_body={"mlx:tags": {"run_id": "spend-1", "agent": "spender"}})
+    steps = server.get("/mlx/v1/runs/spend-1").json()["steps"]
+    tin = [s["input_tokens"] for s in steps]
+    b = DataSource(server.db_path, server.config_dir).run_breakdown("spend-1")
+    by_alias = {line.name: line for line in b.by_alias}
+    assert by_alias["@executor"].calls == 3 and by_alias["@planner"].calls == 1
+    assert by_alias["@executor"].input_tokens == sum(tin[:3])
+    assert {line.name: line.calls for line in b.by_model} == {"mock/mock-large": 1, "mock/mock-small": 3}
+    assert b.repeats.input_tokens == sum(tin) and b.repeats.repeated_tokens == tin[1] + tin[2]
+    prices = server.get(f"/mlx/v1/calls/{steps[1]['call_id']}").json()["decision"]["prices"]
+    rate, cached = prices["input_per_mtok"], prices["cached_input_per_mtok"]
+    assert b.repeats.saving_max_nusd == round(tin[1] * rate * 1000) + round(tin[2] * rate * 1000)
+    assert b.repeats.saving_nusd == round(tin[1] * (rate - cached) * 1000) + round(tin[2] * (rate - cached) * 1000)
+    trace = server.cli("trace", "spend-1").stdout
+    share = (tin[1] + tin[2]) / sum(tin)
+    assert f"repeated prompt: {share:.0%} of input tokens" in trace and "by alias: @planner $" in trace
+
+    doc = json.loads(server.cli("analytics", "--group-by", "agent", "--by-model", "--json").stdout)
+    spender = next(g for g in doc["groups"] if g["value"] == "spender")
+    models = {m["name"]: m for m in spender["by_model"]}
+    assert models["mock/mock-small"]["calls"] == 3 and models["mock/mock-large"]["calls"] == 1
+    assert sum(m["input_tokens"] for m in models.values()) == sum(tin) == spender["input_tokens"]
+    assert sum(m["cost_usd"] for m in models.values()) == pytest.approx(spender["cost_usd"])
+    api = server.get("/mlx/v1/analytics", params={"group_by": "agent", "by_model": "1"}).json()
+    assert next(g for g in api["groups"] if g["value"] == "spender")["by_model"] == spender["by_model"]

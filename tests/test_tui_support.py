@@ -88,7 +88,7 @@ def history_calls(n_runs: int, kw: dict) -> list[CallRecord]:
     """research-v2's usual runs, a day before NOW: 2 calls each, every third run 3 (p90: 3 calls, ~$0.0095)."""
     recs = []
     for j in range(n_runs):
-        run_id = f"run_hist{j:04d}"
+        run_id = f"run_usual{j:02d}"  # call ids end with the run id's last 4 characters: "al07"
         for n in range(1, (3 if j % 3 == 0 else 2) + 1):
             recs.append(_call(n, run_id, "research-v2", NOW - 86400 + j * 600 + n * 30, "@planner", "mock-large",
                               600 + 30 * (j % 5), 80, **kw))
@@ -124,7 +124,7 @@ def build_db(data_dir: Path, config_dir: Path, history: int = 0) -> Path:
         write_calls(conn, recs)
         conn.execute("UPDATE runs SET anomalies = ? WHERE run_id = 'run_loop0003'", (json.dumps(["loop"]),))
         # the history went idle long ago: the server's lifecycle marked it completed
-        conn.execute("UPDATE runs SET status = 'completed', ended_at = last_at WHERE run_id LIKE 'run_hist%'")
+        conn.execute("UPDATE runs SET status = 'completed', ended_at = last_at WHERE run_id LIKE 'run_usual%'")
         conn.execute("UPDATE runs SET status = 'aborted', ended_at = last_at, abort_reason = 'max_cost_usd' "
                      "WHERE run_id = 'run_abort004'")
         for i, name in enumerate(cs.routing):

@@ -111,6 +111,6 @@ async def test_the_meter_shows_the_ratio_once_a_running_run_passes_its_usual(dem
         assert loop.budget_use == (pytest.approx(5 / 3), "usual") and loop.usual_by == "calls"
         cells = dict(zip(app.screen.columns, app.screen.shown["run_loop0003"]))
         assert cells["budget"].plain.endswith("x1.7 of usual")
-        done = dict(zip(app.screen.columns, app.screen.shown["run_hist0019"]))
+        done = dict(zip(app.screen.columns, app.screen.shown["run_usual19"]))
         assert "x" not in done["budget"].plain and "%" in done["budget"].plain  # completed: a share, no ratio
         assert runs["run_summary002"].usual is None  # summariser has no history

@@ -44,6 +44,7 @@ def register(sub, config_sub, common) -> None:
     a.add_argument("--since", type=argparse_duration, help="only runs started within this duration")
     a.add_argument("--tag", action="append", default=[], metavar="K=V", help="only runs with this tag (repeatable)")
     a.add_argument("--replays", action="store_true", help="include runs made by replays")
+    a.add_argument("--by-model", action="store_true", help="each group's calls, tokens and cost by provider/model")
     a.add_argument("--json", action="store_true", help='one JSON document: {"groups": [...]}')
     a.set_defaults(func=analytics_cmd)
 
@@ -117,7 +118,9 @@ def trace(args) -> int:
     if args.json:
         _print_json(run)
     else:
-        print(render.trace_tree(run))
+        from ..storage.breakdown import run_breakdown
+
+        print(render.trace_tree(run, run_breakdown(reader.conn(), args.run_id)))
     return 0
 
 
@@ -129,7 +132,7 @@ def analytics_cmd(args) -> int:
         return no_database(paths)
     try:
         flt = make_filter(since=args.since, tags=args.tag, include_replays=args.replays)
-        doc = analytics(reader, args.group_by, flt)
+        doc = analytics(reader, args.group_by, flt, by_model=args.by_model)
     except BadRequest as e:
         return fail(e.message, USAGE)
     if args.json:

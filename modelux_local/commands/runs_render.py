@@ -75,14 +75,46 @@ def analytics_table(doc: dict) -> str:
                      money(g["cost_usd"]), money(per_run), ms(g["p50_ms"]), ms(g["p95_ms"]),
                      f"{g['error_rate'] * 100:.2f}%"])
     note = "p50/p95: exact percentiles of call latency over every call of the group's runs"
-    return _table(headers, rows, right=set(range(1, 8))) + "\n" + note
+    out = _table(headers, rows, right=set(range(1, 8))) + "\n" + note
+    if any("by_model" in g for g in groups):
+        out += "\n\n" + _by_model(groups, key)
+    return out
+
+
+def _by_model(groups: list[dict], key: str) -> str:
+    """Where each group's money went: its calls by provider/model, with the share of the group's cost."""
+    rows = []
+    for g in groups:
+        total = sum(m["cost_usd"] or 0 for m in g["by_model"])
+        for m in g["by_model"]:
+            share = f"{(m['cost_usd'] or 0) / total * 100:.0f}%" if total else "-"
+            rows.append([g["value"] if g["value"] is not None else "(none)", m["name"], count(m["calls"]),
+                         count(m["input_tokens"]), count(m["output_tokens"]), money(m["cost_usd"]), share])
+    return _table([key, "MODEL", "CALLS", "IN TOKENS", "OUT TOKENS", "COST", "SHARE"], rows, right={2, 3, 4, 5, 6})
 
 
 def _tags(tags: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in tags.items() if k != "run_id") or "(no tags)"
 
 
-def trace_tree(run: dict) -> str:
+def spend_lines(b) -> list[str]:
+    """Where the money went (a storage.breakdown.RunBreakdown): by alias, by model, repeated prompt."""
+    out = []
+    for title, lines in (("by alias", b.by_alias), ("by model", b.by_model)):
+        parts = [f"{s.name} {money(s.as_dict()['cost_usd'])} ({count(s.calls)} calls, {count(s.input_tokens)} in / "
+                 f"{count(s.output_tokens)} out)" for s in lines]
+        if parts:
+            out.append(f"  {title}: " + " · ".join(parts))
+    r = b.repeats
+    if r is not None and r.input_tokens:
+        saving = (f"; caching would save ~{money(r.saving_nusd / 1e9)}" if r.saving_nusd else
+                  f"; caching would save at most {money(r.saving_max_nusd / 1e9)}" if r.saving_max_nusd else "")
+        out.append(f"  repeated prompt: {r.share:.0%} of input tokens ({count(r.repeated_tokens)} of "
+                   f"{count(r.input_tokens)}) repeat the previous call's prompt{saving}")
+    return out
+
+
+def trace_tree(run: dict, breakdown=None) -> str:
     r = run
     out = [f"run {r['run_id']}  {r['status']}  {_tags(r['tags'])}",
            f"  {count(r['calls'])} calls · {count(r['input_tokens'])} in / {count(r['output_tokens'])} out tokens · "
@@ -100,6 +132,8 @@ def trace_tree(run: dict) -> str:
     if r.get("abort_reason"):
         out.append(f"  aborted: {r['abort_reason']}")
     out.append(f"  anomalies: {', '.join(r['anomalies']) if r['anomalies'] else 'none'}")
+    if breakdown is not None:
+        out += spend_lines(breakdown)
     steps = r.get("steps") or []
     for i, s in enumerate(steps):
         last = i == len(steps) - 1

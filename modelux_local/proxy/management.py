@@ -63,7 +63,7 @@ def routes(rt, gateway) -> list:
         group_by = request.query_params.get("group_by") or ""
         flt = _run_filter(request)
         await rt.writer.barrier()
-        return _json(await asyncio.to_thread(analytics, rt.reader, group_by, flt))
+        return _json(await asyncio.to_thread(analytics, rt.reader, group_by, flt, _flag(request, "by_model")))
 
     @get("/mlx/v1/search")
     async def search(request: Request) -> Response:

@@ -115,8 +115,9 @@ def list_runs(reader: Reader, flt: RunFilter, sort: str = "started", limit: int 
     return [{**reader.run_summary(r, reader.run_latencies(r[0])), "expected": expect.get(r[0])} for r in rows]
 
 
-def analytics(reader: Reader, group_by: str, flt: RunFilter) -> dict:
-    """Runs grouped by the value of one tag: totals from the rollups, exact latency percentiles.
+def analytics(reader: Reader, group_by: str, flt: RunFilter, by_model: bool = False) -> dict:
+    """Runs grouped by the value of one tag: totals from the rollups, exact latency percentiles;
+    `by_model`: each group's calls by provider/model too (where its money went).
 
     A run belongs to the group of its tag value (runs without the tag: value null). Calls
     outside any run (no run_id) are not counted: analytics is per run.
@@ -149,6 +150,12 @@ def analytics(reader: Reader, group_by: str, flt: RunFilter) -> dict:
             "p50_ms": _round(p50), "p95_ms": _round(p95),
             "error_rate": round(errors / calls, 6) if calls else 0.0,
         })
+    if by_model:
+        from .breakdown import spend_by_model
+
+        models = spend_by_model(conn, group_by, flt, reader.idle_timeout_s)
+        for g in groups:
+            g["by_model"] = [line.as_dict() for line in models.get(g["value"], [])]
     groups.sort(key=lambda g: (-(g["cost_usd"] or 0), -g["calls"], g["value"] is None, g["value"] or ""))
     return {"group_by": group_by, "groups": groups, "percentiles": "exact"}
 

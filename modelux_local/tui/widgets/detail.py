@@ -135,7 +135,7 @@ def _spend(b: Any) -> list[RenderableType]:
     r = b.repeats
     if r is not None and r.input_tokens:
         saving = (f"caching would save ~{fmt.money(r.saving_nusd / 1e9)}" if r.saving_nusd else
-                  f"caching would save at most {fmt.money(r.saving_max_nusd / 1e9)}")
+                  f"caching would save at most {fmt.money(r.saving_max_nusd / 1e9)}" if r.saving_max_nusd else "")
         out.append(Text.assemble(("repeated prompt ", "bold"),
                                  f"{r.share:.0%} of input tokens ({fmt.tokens(r.repeated_tokens)} of "
                                  f"{fmt.tokens(r.input_tokens)}) repeat the previous call's prompt; ",

@@ -74,8 +74,9 @@ def meter(share: float | None, width: int = METER_WIDTH, limit: str | None = Non
         return Text("—", style="dim")
     filled = min(width, round(share * width))
     usual = limit == "usual"
-    style = ("bold magenta" if usual and share >= 1 else "red" if share >= 1 else
-             "yellow" if share >= 0.8 and not usual else "green")
+    # past a budget is red; past the usual only alarms while the run runs (a tenth of runs end past p90)
+    style = ("bold magenta" if usual and share >= 1 and running else "red" if share >= 1 and not usual else
+             "yellow" if share >= 0.8 else "green")
     bar = Text("█" * filled, style=style)
     bar.append("░" * (width - filled), style="grey37")
     if usual and share >= 1 and running:
