@@ -16,6 +16,7 @@ from modelux_local.tui.widgets import format as fmt
 from .conftest import client_for
 from .fakes.webhook_receiver import WebhookReceiver
 from .server import ServerProcess, write_config
+from .test_readme_examples import _console, shape
 
 MODELUX = """
 [routing]
@@ -138,8 +139,12 @@ def test_a_looping_run_the_ratio_the_meter_and_anomaly_cost_agree(env):
     assert [r["run_id"] for r in runs][:2] == ["loop-1", "calm-1"]  # running runs, furthest past usual first
     assert all(r["status"] == "running" for r in runs)
     assert runs[0]["expected"]["over_usual"] == e["over_usual"]
-    table = server.cli("runs", "--sort", "over_usual").stdout
-    assert table.splitlines()[1].lstrip().startswith(f"x{ratio:.2f} {by}") and "loop-1" in table.splitlines()[1]
+    (cmd,), (shown,) = _console("runs-over-usual")  # README's example, run here where a loop is under way
+    table = server.cli(*cmd.split()[1:]).stdout.splitlines()
+    assert table[0].split() == shown[0].split()
+    assert table[1].startswith(f"x{ratio:.2f} {by}") and table[1].split()[2:5] == ["running", "loop-1", "steady"]
+    assert table[2].split()[2:5] == ["running", "calm-1", "steady"]
+    assert len(shape(table[1])) == len(shape(shown[1]))  # the README's row has every column
 
     data = DataSource(server.db_path, server.config_dir)
     row = next(r for r in data.runs() if r.run_id == "loop-1")

@@ -114,3 +114,22 @@ async def test_the_meter_shows_the_ratio_once_a_running_run_passes_its_usual(dem
         done = dict(zip(app.screen.columns, app.screen.shown["run_usual19"]))
         assert "x" not in done["budget"].plain and "%" in done["budget"].plain  # completed: a share, no ratio
         assert runs["run_summary002"].usual is None  # summariser has no history
+
+
+def test_the_readmes_timeline_is_what_the_widget_draws(tmp_path):
+    """README's picture is the timeline of run_research01 at 80 columns (78 for the widget), drawn here."""
+    from modelux_local.tui.data import DataSource
+
+    from .test_readme_examples import example
+    from .test_tui_support import NOW
+
+    cfg = write_configs(tmp_path / "cfg")
+    build_db(tmp_path, cfg)
+    run = DataSource(tmp_path / "modelux.db", cfg, clock=lambda: NOW).run_detail("run_research01")
+    bars, last = bars_of(run)
+    view = TimelineView(bars, 300.0, 78)  # running: the axis reaches "now", 300 s after its first call
+    v0, span = view.window(1, 0)
+    drawn = [view.axis(v0, span), *(view.row(i, v0, span, False) for i in range(3)), view.agent_row(v0, span),
+             view.summary()]
+    shown = [line[1:] for line in example("tui-timeline").text.splitlines()]
+    assert [t.plain.rstrip() for t in drawn] == [line.rstrip() for line in shown]

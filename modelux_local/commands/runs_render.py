@@ -59,7 +59,7 @@ def runs_table(runs: list[dict], usual_first: bool = False) -> str:
         headers.insert(0, headers.pop(6))
         for row in rows:
             row.insert(0, row.pop(6))
-    return _table(headers, rows, right={0, 3, 4, 5, 7, 8, 9} if usual_first else {3, 4, 5, 6, 7, 8, 9})
+    return _table(headers, rows, right={4, 5, 6, 7, 8, 9} if usual_first else {3, 4, 5, 7, 8, 9})
 
 
 def analytics_table(doc: dict) -> str:
