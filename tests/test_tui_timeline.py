@@ -129,7 +129,7 @@ def test_the_readmes_timeline_is_what_the_widget_draws(tmp_path):
     bars, last = bars_of(run)
     view = TimelineView(bars, 300.0, 78)  # running: the axis reaches "now", 300 s after its first call
     v0, span = view.window(1, 0)
-    drawn = [view.axis(v0, span), *(view.row(i, v0, span, False) for i in range(3)), view.agent_row(v0, span),
-             view.summary()]
+    drawn = [view.summary(), view.axis(v0, span), *(view.row(i, v0, span, False) for i in range(3)),
+             view.agent_row(v0, span)]
     shown = [line[1:] for line in example("tui-timeline").text.splitlines()]
     assert [t.plain.rstrip() for t in drawn] == [line.rstrip() for line in shown]

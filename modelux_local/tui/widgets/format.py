@@ -133,5 +133,7 @@ def fit(head: Text, tail: Text, width: int) -> Text:
         return Text.assemble(head, tail)
     room = width - tail.cell_len - 1
     if room >= min(4, head.cell_len):  # "#12…" still says which call it is
-        return Text.assemble(head[:room], ("…", "dim"), tail)
+        space = head.plain.rfind(" ", 0, room + 1)
+        cut = space if space >= max(3, room - 6) else room  # end on a word rather than half a figure
+        return Text.assemble(head[:cut], ("…", "dim"), tail)
     return elide_middle(Text.assemble(head[:min(head.cell_len, max(0, width // 3))], tail), width)

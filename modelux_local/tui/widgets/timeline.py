@@ -206,14 +206,13 @@ class Timeline(Widget, can_focus=True):
             return Text("no calls yet", style="dim")
         view = self._view()
         v0, span = view.window(self.zoom_x, self.view_from)
-        lines = [view.axis(v0, span)] + [view.row(i, v0, span, self.has_focus and i == self.selected)
-                                         for i in range(len(self.bars))]
+        summary = view.summary()  # first: a long run scrolls its bars, never this line
+        if self.zoom_x > 1:
+            summary.append(f"  zoom x{self.zoom_x:g}", style="bold")
+        lines = [summary, view.axis(v0, span)] + [view.row(i, v0, span, self.has_focus and i == self.selected)
+                                                  for i in range(len(self.bars))]
         if self.running:
             lines.append(view.agent_row(v0, span))
-        lines.append(view.summary())
-        zoomed = f"  zoom x{self.zoom_x:g}" if self.zoom_x > 1 else ""
-        if zoomed:
-            lines[-1].append(zoomed, style="bold")
         out = Text("\n").join(lines)
         out.no_wrap, out.overflow = True, "crop"  # a wrapped bar would read as two calls
         return out
@@ -234,10 +233,10 @@ class Timeline(Widget, can_focus=True):
             self.refresh()
 
     def scroll_visible_row(self) -> None:
-        self.screen.scroll_to_widget(self, animate=False)
+        """Keeps the selected bar in view when the bars outgrow the pane (the scrolling container)."""
         parent = self.parent
         if parent is not None and hasattr(parent, "scroll_to_region"):
-            parent.scroll_to_region(Region(0, self.selected + 1, 1, 1), animate=False)
+            parent.scroll_to_region(Region(0, self.selected + 2, 1, 1), animate=False)  # under summary and axis
 
     def action_jump(self) -> None:
         if self.bars:
