@@ -200,3 +200,36 @@ def test_where_the_money_went_by_alias_model_and_repeated_prompt(env):
     assert sum(m["cost_usd"] for m in models.values()) == pytest.approx(spender["cost_usd"])
     api = server.get("/mlx/v1/analytics", params={"group_by": "agent", "by_model": "1"}).json()
     assert next(g for g in api["groups"] if g["value"] == "spender")["by_model"] == spender["by_model"]
+
+
+def test_a_run_without_an_agent_tag_is_compared_with_runs_of_its_first_alias(tmp_path):
+    """Untagged runs are judged against the untagged runs that started with the same alias."""
+    from modelux_local.config.loader import load_dir
+    from modelux_local.pricing import PriceBook
+    from modelux_local.storage.db import open_db
+    from modelux_local.storage.history import agent_history, run_agents
+    from modelux_local.storage.record_rows import write_calls
+
+    from .test_tui_support import NOW, _call, write_configs
+
+    cfg = write_configs(tmp_path / "cfg")
+    cs = load_dir(cfg)
+    kw = {"cs": cs, "prices": PriceBook(cs.server.prices, cs.server.providers)}
+    recs = []
+    for j, n_calls in enumerate([1, 2, 3, 4]):
+        for n in range(1, n_calls + 1):  # the first call @planner, the rest @executor
+            rec = _call(n, f"run_anon{j:02d}", "-", NOW - 3600 + j * 60 + n, "@planner" if n == 1 else "@executor",
+                        "mock-small", 100, 10, **kw)
+            rec.tags = {"run_id": rec.run_id}
+            recs.append(rec)
+    tagged = _call(1, "run_tagd99", "tagged", NOW - 10, "@planner", "mock-small", 100, 10, **kw)
+    conn = open_db(tmp_path / "modelux.db")
+    with conn:
+        write_calls(conn, [*recs, tagged])
+        conn.execute("UPDATE runs SET status = 'completed' WHERE run_id LIKE 'run_anon%'")  # as the lifecycle does
+    assert run_agents(conn, ["run_anon00", "run_anon03", "run_tagd99"]) == {
+        "run_anon00": "@planner", "run_anon03": "@planner", "run_tagd99": "tagged"}
+    h = agent_history(conn, agents=["@planner"], now=NOW)["@planner"]
+    assert h.runs == 4 and h.calls_p50 == hand_percentile([1, 2, 3, 4], 50) and h.calls_p90 == hand_percentile([1, 2, 3, 4], 90)
+    assert set(agent_history(conn, now=NOW)) == {"@planner"}  # the tagged run is running: no history yet
+    conn.close()

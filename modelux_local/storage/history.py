@@ -66,10 +66,14 @@ def agent_history(conn: apsw.Connection, *, agents: Iterable[str] | None = None,
         names = sorted(set(agents))
         if not names:
             return {}
-        marks = ",".join("?" * len(names))
-        # an agent tag walks the index runs_agent; a first alias is looked up for the untagged runs only
-        only = f" AND (r.agent IN ({marks}) OR (r.agent IS NULL AND {_FIRST_ALIAS} IN ({marks})))"
-        params += names + names
+        # an agent tag walks the index runs_agent; a first alias (always "@name") is looked up for the
+        # untagged runs only, and only when an alias is asked for
+        aliases = [n for n in names if n.startswith("@")]
+        only = f" AND (r.agent IN ({','.join('?' * len(names))})"
+        if aliases:
+            only += f" OR (r.agent IS NULL AND {_FIRST_ALIAS} IN ({','.join('?' * len(aliases))}))"
+        only += ")"
+        params += names + aliases
     rows = conn.execute(
         "SELECT agent, count(*), percentile(cost, 50), percentile(cost, 90), percentile(cost, 95), "
         "percentile(calls, 50), percentile(calls, 90), percentile(calls, 95), "
