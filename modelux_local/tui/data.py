@@ -151,6 +151,9 @@ class DataSource:
         self._config_error: ConfigError | None = None
         self._config_checked = 0.0
         self._config_lock = threading.Lock()
+        self._usual_lock = threading.Lock()
+        self._history: tuple[float, dict[str, AgentHistory]] | None = None  # (monotonic time read, history)
+        self._agents: dict[str, str] = {}   # run_id -> its agent: it never changes
 
     @property
     def live(self) -> bool:
@@ -327,12 +330,13 @@ class DataSource:
 
     def history(self, conn) -> dict[str, AgentHistory]:
         """Every agent's usual run, re-read at most every HISTORY_REFRESH_S (it moves as runs complete)."""
-        cached = getattr(self._local, "history", None)
-        now = time.monotonic()
-        if cached is None or now - cached[0] > HISTORY_REFRESH_S:
-            cached = (now, agent_history(conn, now=self.clock()))
-            self._local.history = cached
-        return cached[1]
+        # kept on the instance, not per thread: each Textual thread worker may run on a new thread
+        with self._usual_lock:
+            cached = self._history
+            now = time.monotonic()
+            if cached is None or now - cached[0] > HISTORY_REFRESH_S:
+                cached = self._history = (now, agent_history(conn, now=self.clock()))
+            return cached[1]
 
     def _usual(self, conn, runs: list[tuple[str, int, int, str]]) -> dict[str, dict]:
         """run_id -> {usual, usual_by} for (run_id, cost_nusd, calls, status) whose agent has enough history."""
@@ -350,14 +354,12 @@ class DataSource:
 
     def _run_agents(self, conn, run_ids: list[str]) -> dict[str, str]:
         """run_agents, remembered: a run's agent never changes, and the table asks every second."""
-        known = getattr(self._local, "agents", None)
-        if known is None:
-            known = self._local.agents = {}
-        missing = [r for r in run_ids if r not in known]
-        if missing:
-            found = run_agents(conn, missing)
-            known.update(found)  # a run with no alias yet is asked again next time
-        return {r: known.get(r, "") for r in run_ids}
+        with self._usual_lock:
+            known = self._agents
+            missing = [r for r in run_ids if r not in known]
+            if missing:
+                known.update(run_agents(conn, missing))  # a run with no alias yet is asked again next time
+            return {r: known.get(r, "") for r in run_ids}
 
     def pulse(self) -> Pulse:
         conn = self._conn()

@@ -109,8 +109,10 @@ class RunScreen(Screen):
 
         run = self.data.run_detail(self.run_id)
         breakdown = None
-        # the breakdown reads every request body of the run: again only when calls landed, and at most every few s
-        if run is not None and (run["calls"], ) != self._breakdown_at[:1] and time.monotonic() - self._breakdown_at[1] > 3:
+        # the breakdown reads every request body of the run: again only when calls landed, and at most every
+        # few s while it runs (the last read, once it stopped, is always made: no refresh follows it)
+        if run is not None and run["calls"] != self._breakdown_at[0] and (
+                run["status"] != "running" or time.monotonic() - self._breakdown_at[1] > 3):
             breakdown = self.data.run_breakdown(self.run_id)
             self._breakdown_at = (run["calls"], time.monotonic())
         self.app.call_from_thread(self._apply, run, breakdown)
