@@ -66,12 +66,12 @@ class Reader:
             "SELECT latency_ms FROM calls WHERE run_id = ? AND latency_ms IS NOT NULL ORDER BY latency_ms", (run_id,))]
 
     def get_run(self, run_id: str, with_steps: bool = True, min_history: int = DEFAULT_MIN_HISTORY,
-                now: float | None = None) -> dict | None:
+                now: float | None = None, with_expected: bool = True) -> dict | None:
         row = self.conn().execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             return None
         out = self.run_summary(row)
-        out["expected"] = self.expectations([row], min_history, now).get(run_id)
+        out["expected"] = self.expectations([row], min_history, now).get(run_id) if with_expected else None
         if with_steps:
             out["steps"] = self.steps(run_id)
         return out

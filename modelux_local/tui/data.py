@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..pricing import nanos_to_usd
 from ..storage.breakdown import RunBreakdown, run_breakdown  # noqa: F401  (RunBreakdown: for the screens)
 from ..storage.db import connect, open_db
-from ..storage.history import DEFAULT_MIN_HISTORY, AgentHistory, agent_history, over_usual, run_agents
+from ..storage.history import DEFAULT_MIN_HISTORY, AgentHistory, agent_history, expected, over_usual, run_agents
 from ..storage.queries import Reader
 from .runfilter import filter_sql
 
@@ -401,7 +401,11 @@ class DataSource:
     def run_detail(self, run_id: str) -> dict | None:
         """RunSummary plus `steps` (the management API's shape)."""
         r = self._reader()
-        run = r.get_run(run_id, min_history=self.min_history(), now=self.clock()) if r else None
+        run = r.get_run(run_id, with_expected=False) if r else None
+        if run is not None and run["replay_id"] is None:  # from the cached history: this is read every second
+            conn = r.conn()
+            h = self.history(conn).get(self._run_agents(conn, [run_id])[run_id])
+            run["expected"] = expected(h, round((run["cost_usd"] or 0) * 1e9), run["calls"], self.min_history())
         if run is not None and run["status"] == "completed":
             # Reader decides "idle, so completed" with the wall clock; the TUI's clock may be frozen
             raw = r.conn().execute("SELECT status, last_at FROM runs WHERE run_id = ?", (run_id,)).fetchone()
