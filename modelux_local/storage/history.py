@@ -20,7 +20,7 @@ DEFAULT_MIN_HISTORY = 20   # [anomalies] cost_min_history: runs before a run is 
 
 # the alias of a run's first call: the agent of a run without an `agent` tag
 _FIRST_ALIAS = ("(SELECT c.alias FROM calls AS c WHERE c.run_id = r.run_id AND c.alias IS NOT NULL "
-                "ORDER BY c.started_at, c.call_id LIMIT 1)")
+                "ORDER BY c.started_at LIMIT 1)")
 _KEY = f"coalesce(r.agent, {_FIRST_ALIAS})"
 
 
