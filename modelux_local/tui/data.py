@@ -59,6 +59,7 @@ class RunRow:
     budget_calls: int | None = None       # the tightest max_calls
     budget_tokens: int | None = None      # the tightest max_tokens
     budget_duration_s: float | None = None
+    first_alias: str | None = None        # a run without an agent tag is its first alias's kind of run
     usual: float | None = None            # how far along its agent's p90 (cost or calls) the run is
     usual_by: str | None = None           # which of the two: "cost" | "calls"
 
@@ -308,7 +309,8 @@ class DataSource:
             "WHERE replay_id IS NULL AND (run_id IN (SELECT run_id FROM runs ORDER BY started_at DESC LIMIT ?) "
             "OR run_id IN (SELECT run_id FROM runs WHERE status = 'running' AND last_at >= ?) " + matching + ") "
             "ORDER BY started_at DESC", (limit, now - idle, *args, *([limit] if where else []))).fetchall()
-        usual = self._usual(conn, [(r[0], r[11], r[7], r[3]) for r in rows])
+        agents = self._run_agents(conn, [r[0] for r in rows])
+        usual = self._usual(conn, agents, [(r[0], r[11], r[7]) for r in rows])
         out = []
         for (run_id, agent, tags, status, started, last, ended, calls, errors, retries, tokens, cost, unpriced,
              anomalies, abort_reason) in rows:
@@ -321,6 +323,7 @@ class DataSource:
                 cost_usd=None if calls and unpriced == calls else nanos_to_usd(cost),
                 duration_s=max(0.0, (ended if ended is not None else last) - started),
                 anomalies=tuple(_dec.decode(anomalies)) if anomalies else (), abort_reason=abort_reason,
+                first_alias=None if agent else agents.get(run_id) or None,
                 **usual.get(run_id, {}), **self.limits_for(tag_map)))
         return out
 
@@ -338,14 +341,11 @@ class DataSource:
                 cached = self._history = (now, agent_history(conn, now=self.clock()))
             return cached[1]
 
-    def _usual(self, conn, runs: list[tuple[str, int, int, str]]) -> dict[str, dict]:
-        """run_id -> {usual, usual_by} for (run_id, cost_nusd, calls, status) whose agent has enough history."""
+    def _usual(self, conn, agents: dict[str, str], runs: list[tuple[str, int, int]]) -> dict[str, dict]:
+        """run_id -> {usual, usual_by} for (run_id, cost_nusd, calls) whose agent has enough history."""
         history = self.history(conn)
-        if not history:
-            return {}
-        agents = self._run_agents(conn, [r[0] for r in runs])
         floor, out = self.min_history(), {}
-        for run_id, cost, calls, _ in runs:
+        for run_id, cost, calls in runs:
             h = history.get(agents.get(run_id, ""))
             ratio = over_usual(h, cost, calls) if h is not None and h.runs >= floor else None
             if ratio is not None:

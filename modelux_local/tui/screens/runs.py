@@ -263,7 +263,7 @@ class RunsScreen(Screen):
             "flags": lambda: Text(flags, style=("white on red" if r.status == "aborted" else "black on yellow")
                                   if flags else ""),
             "tokens": lambda: fmt.tokens(r.tokens),
-            "agent": lambda: r.agent or "—",
+            "agent": lambda: r.agent or (Text(r.first_alias, style="dim") if r.first_alias else "—"),
             "duration": lambda: fmt.duration(r.duration_s),
             "errors": lambda: Text(str(r.errors), style="red" if r.errors else "dim"),
             "age": lambda: fmt.age_coarse(self.data.clock() - r.started_at),
