@@ -54,10 +54,13 @@ def fingerprint(request: bytes | None) -> str | None:
     return hashlib.sha256(_enc_sorted.encode(core)).hexdigest()[:16]
 
 
+_first_aliases: dict[str, dict[str, str]] = {}  # database file -> run_id -> first alias (they never change)
+
+
 def agent_stats(conn: apsw.Connection, now: float | None = None) -> dict[str, AgentHistory]:
     """Every agent's history (the background refresh); `[anomalies] cost_min_history` is applied when
     judging, so a config edit takes effect without waiting for the next refresh."""
-    return agent_history(conn, now=now)
+    return agent_history(conn, now=now, first_alias=_first_aliases.setdefault(conn.filename, {}))
 
 
 class AnomalyWatcher:

@@ -28,6 +28,7 @@ class Reader:
         self.path = Path(path)
         self.idle_timeout_s = idle_timeout_s
         self._local = threading.local()
+        self._first_alias: dict[str, str] = {}  # run_id -> its first alias, for agent_history (never changes)
 
     def conn(self) -> apsw.Connection:
         c = getattr(self._local, "conn", None)
@@ -81,7 +82,7 @@ class Reader:
         """run_id -> `expected` (its agent's usual run) for runs rows (RUN_COLUMNS); replays have none."""
         conn = self.conn()
         agents = run_agents(conn, [r[0] for r in rows if r[16] is None])
-        history = agent_history(conn, agents=agents.values(), now=now)
+        history = agent_history(conn, agents=agents.values(), now=now, first_alias=self._first_alias)
         out = {}
         for r in rows:
             h = history.get(agents.get(r[0], ""))

@@ -338,7 +338,7 @@ class DataSource:
             cached = self._history
             now = time.monotonic()
             if cached is None or now - cached[0] > HISTORY_REFRESH_S:
-                cached = self._history = (now, agent_history(conn, now=self.clock()))
+                cached = self._history = (now, agent_history(conn, now=self.clock(), first_alias=self._agents))
             return cached[1]
 
     def _usual(self, conn, agents: dict[str, str], runs: list[tuple[str, int, int]]) -> dict[str, dict]:
