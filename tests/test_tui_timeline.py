@@ -133,3 +133,21 @@ def test_the_readmes_timeline_is_what_the_widget_draws(tmp_path):
              view.agent_row(v0, span)]
     shown = [line[1:] for line in example("tui-timeline").text.splitlines()]
     assert [t.plain.rstrip() for t in drawn] == [line.rstrip() for line in shown]
+
+
+def test_a_fallback_is_its_own_segment_and_a_refused_call_still_shows():
+    run = {"started_at": "2026-04-12T13:00:00.000Z", "status": "completed", "steps": [
+        {"call_id": "c1", "seq": 1, "alias": "@planner", "status": "ok", "started_at": "2026-04-12T13:00:00.000Z",
+         "latency_ms": 3000.0, "cost_usd": 0.01, "input_tokens": 10, "output_tokens": 5, "attempts": [
+             {"provider": "anthropic", "model": "claude", "status": "error", "latency_ms": 1000.0},
+             {"provider": "openai", "model": "gpt", "status": "ok", "latency_ms": 1500.0}]},
+        {"call_id": "c2", "seq": 2, "alias": "@planner", "status": "aborted", "started_at": "2026-04-12T13:00:10.000Z",
+         "latency_ms": None, "cost_usd": None, "input_tokens": None, "output_tokens": None, "attempts": []}]}
+    (fell_back, refused), last = bars_of(run)
+    assert [(a, b, k) for a, b, k in fell_back.segments] == [(0.0, 1.0, "error"), (1.5, 3.0, "fallback")]
+    assert refused.start == 10.0 and refused.failed and last == 10.0
+    view = TimelineView([fell_back, refused], 10.0, 80)
+    row = view.row(1, *view.window(1, 0), False).plain
+    assert "▓" in row and "—" in row  # one cell however short, no tokens
+    first = view.row(0, *view.window(1, 0), False)
+    assert any(span.style == "cyan" for span in first.spans)  # the fallback's colour
