@@ -103,6 +103,9 @@ class AnomaliesSection(_S, kw_only=True):
     loop_repeats: PositiveInt = 5
     retry_storm: PositiveInt = 5
     retry_window_s: Seconds = 60.0
+    # `cost`: judged once an agent has this many completed runs; fires past its p95 and this x its median
+    cost_min_history: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 20
+    cost_factor: Annotated[float, msgspec.Meta(ge=1.0, le=1000.0)] = 2.0
 
 
 class LimitsSection(_S, kw_only=True):

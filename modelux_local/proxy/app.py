@@ -79,7 +79,8 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True, openapi: bool = Fa
 
     @get("/mlx/v1/runs/{run_id:path}")  # a path parameter: run ids may contain `/`
     async def get_run(run_id: str) -> Response:
-        return await read_after_writes(rt.reader.get_run, run_id.removeprefix("/"), "run")
+        min_history = rt.configs.server.anomalies.cost_min_history  # `expected` judges as the cost check does
+        return await read_after_writes(lambda k: rt.reader.get_run(k, min_history=min_history), run_id.removeprefix("/"), "run")
 
     @get("/mlx/v1/calls/{call_id:str}")
     async def get_call(call_id: str) -> Response:

@@ -68,14 +68,15 @@ def routes(rt, gateway) -> list:
         sort = request.query_params.get("sort") or "started"
         limit = _int(request, "limit", DEFAULT_LIMIT)
         await rt.writer.barrier()
-        return _json({"runs": await asyncio.to_thread(list_runs, rt.reader, flt, sort, limit)})
+        min_history = rt.configs.server.anomalies.cost_min_history
+        return _json({"runs": await asyncio.to_thread(list_runs, rt.reader, flt, sort, limit, min_history)})
 
     @get("/mlx/v1/analytics")
     async def analytics_view(request: Request) -> Response:
         group_by = request.query_params.get("group_by") or ""
         flt = _run_filter(request)
         await rt.writer.barrier()
-        return _json(await asyncio.to_thread(analytics, rt.reader, group_by, flt))
+        return _json(await asyncio.to_thread(analytics, rt.reader, group_by, flt, _flag(request, "by_model")))
 
     @get("/mlx/v1/search")
     async def search(request: Request) -> Response:

@@ -40,6 +40,7 @@ FULL_READ_S = 5.0   # without a write to the database, re-read at most this ofte
 SORTS: dict[str, Callable[[RunRow], object]] = {
     "started": lambda r: r.started_at, "cost": lambda r: r.cost_usd or 0.0, "calls": lambda r: r.calls,
     "duration": lambda r: r.duration_s, "budget": lambda r: r.budget_share or 0.0,
+    "usual": lambda r: r.usual or 0.0,
 }
 REFRESH_S = 1.0
 
@@ -257,13 +258,14 @@ class RunsScreen(Screen):
                               else fmt.status(r.status),
             "run": lambda: Text(printable(r.run_id), style=flagged_style),
             "cost": lambda: fmt.money(r.cost_usd),
-            "budget": lambda: fmt.meter(use[0], NARROW_METER) if self.narrow and use else
-                              fmt.meter(use[0], limit=use[1]) if use else fmt.meter(None),
+            "budget": lambda: fmt.meter(use[0], NARROW_METER if self.narrow else fmt.METER_WIDTH, use[1],
+                                        running=r.status == "running", label=not self.narrow)
+                              if use else fmt.meter(None),
             "calls": lambda: str(r.calls),
             "flags": lambda: Text(flags, style=("white on red" if r.status == "aborted" else "black on yellow")
                                   if flags else ""),
             "tokens": lambda: fmt.tokens(r.tokens),
-            "agent": lambda: Text(printable(r.agent)) if r.agent else "—",
+            "agent": lambda: Text(printable(r.agent)) if r.agent else (Text(printable(r.first_alias), style="dim") if r.first_alias else "—"),
             "duration": lambda: fmt.duration(r.duration_s),
             "errors": lambda: Text(str(r.errors), style="red" if r.errors else "dim"),
             "age": lambda: fmt.age_coarse(self.data.clock() - r.started_at),
