@@ -25,7 +25,6 @@ import msgspec
 
 from ..calls import Addon
 from ..core.records import CallRecord
-from ..storage.breakdown import chat_body
 from ..storage.history import AgentHistory, agent_history, expected
 from .budgets import Pending
 from .events import emit, mark_aborted
