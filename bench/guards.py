@@ -90,7 +90,7 @@ def _micro(ctx: Context) -> dict:
     from modelux_local.config.loader import load_dir
     from modelux_local.core.records import CallRecord
     from modelux_local.pricing import PriceBook
-    from modelux_local.proxy.gateway import CallContext
+    from modelux_local.calls import CallContext
     from modelux_local.routing import Router
     from modelux_local.storage import Reader, open_db
 

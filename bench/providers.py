@@ -1,4 +1,4 @@
-"""providers: what translation costs per call — Anthropic and Gemini kinds, and /v1/messages in.
+"""providers: what translation costs per call — Anthropic and Gemini kinds, /v1/messages and /v1/responses in.
 
 One proxy, three fake upstreams on localhost (FakeOpenAI as a subprocess; FakeAnthropic and
 FakeGemini as threads of this process — their CPU is not the proxy's). Sequential calls
@@ -18,7 +18,8 @@ import aiohttp
 
 from bench._harness import Context, start_proxy, start_upstream
 
-DESCRIPTION = "translation overhead: proxy CPU per call on anthropic / gemini kinds and /v1/messages vs pass-through"
+DESCRIPTION = ("translation overhead: proxy CPU per call on anthropic / gemini kinds, /v1/messages and /v1/responses "
+               "vs pass-through")
 
 ROUTING = """[aliases.pass]
 targets = [{ provider = "up", model = "gpt-4o-mini" }]
@@ -35,7 +36,9 @@ CASES = [("chat -> openai (pass-through)", "/v1/chat/completions", "@pass", "ope
          ("chat -> anthropic", "/v1/chat/completions", "@ant", "openai"),
          ("chat -> gemini", "/v1/chat/completions", "@gem", "openai"),
          ("messages -> openai", "/v1/messages", "@pass", "anthropic"),
-         ("messages -> anthropic", "/v1/messages", "@ant", "anthropic")]
+         ("messages -> anthropic", "/v1/messages", "@ant", "anthropic"),
+         ("responses -> openai", "/v1/responses", "@pass", "responses"),
+         ("responses -> anthropic", "/v1/responses", "@ant", "responses")]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +51,11 @@ def _body(fmt: str, alias: str, i: int, stream: bool) -> bytes:
     if fmt == "openai":
         body = {"model": alias, "max_tokens": 64, "tools": [TOOL], "tool_choice": "none",
                 "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]}
+    elif fmt == "responses":
+        fn = TOOL["function"]
+        body = {"model": alias, "max_output_tokens": 64, "instructions": SYSTEM, "input": prompt, "tool_choice": "none",
+                "tools": [{"type": "function", "name": fn["name"], "description": fn["description"],
+                           "parameters": fn["parameters"]}]}
     else:
         body = {"model": alias, "max_tokens": 64, "system": SYSTEM, "tool_choice": {"type": "none"},
                 "tools": [{"name": "lookup", "description": "Look a figure up", "input_schema": TOOL["function"]["parameters"]}],
@@ -80,11 +88,13 @@ async def _phase(sess: aiohttp.ClientSession, origin: str, proxy, case: tuple, s
 
 def _micro(ctx: Context) -> dict:
     """µs per call of the pure translate functions (dicts in, dicts out) and with JSON at both ends."""
-    from modelux_local.providers import _anthropic_translate as atr
+    from modelux_local.providers import anthropic_out as atr
     from modelux_local.providers._openai_shapes import encode_json
     from modelux_local.providers import _gemini_translate as gtr
-    from modelux_local.providers.messages_api import anthropic_request_to_openai, openai_response_to_anthropic
+    from modelux_local.providers.anthropic_in import anthropic_request_to_openai, openai_response_to_anthropic
     from modelux_local.proxy.messages import AnthropicSSE
+    from modelux_local.providers.responses_in import responses_request_to_chat
+    from modelux_local.providers.responses_out import ChatChunksToResponseEvents, chat_to_response, response_shell
 
     openai_body = json.loads(_body("openai", "m", 1, False))
     anth_body = json.loads(_body("anthropic", "m", 1, False))
@@ -106,6 +116,10 @@ def _micro(ctx: Context) -> dict:
     raw_oai_resp = json.dumps(openai_resp).encode()
     sse = AnthropicSSE("gpt-4o-mini")
     sse.payload(chunk)
+    resp_body = json.loads(_body("responses", "m", 1, False))
+    raw_resp_body = json.dumps(resp_body).encode()
+    resp_events = ChatChunksToResponseEvents(response_shell(resp_body, "resp_1", "gpt-4o-mini"))
+    resp_events.feed_payload(chunk)
     cases = {
         "anthropic kind (request + response)": (
             lambda: (atr.request_to_anthropic(openai_body, "claude-haiku-4-5", 4096),
@@ -121,6 +135,13 @@ def _micro(ctx: Context) -> dict:
             lambda: (encode_json(anthropic_request_to_openai(json.loads(raw_anth))[0]),
                      encode_json(openai_response_to_anthropic(json.loads(raw_oai_resp), "m")))),
         "/v1/messages stream, per chunk": (lambda: sse.payload(chunk), lambda: sse.payload(chunk)),
+        "/v1/responses in (request + response)": (
+            lambda: (responses_request_to_chat(resp_body, []),
+                     chat_to_response(openai_resp, response_shell(resp_body, "resp_1", "m"))),
+            lambda: (encode_json(responses_request_to_chat(json.loads(raw_resp_body), [])),
+                     encode_json(chat_to_response(json.loads(raw_oai_resp), response_shell(resp_body, "resp_1", "m"))))),
+        "/v1/responses stream, per chunk": (lambda: resp_events.feed_payload(chunk),
+                                            lambda: resp_events.feed_payload(chunk)),
     }
     n = 2000 if ctx.quick else 20000
     out = {}

@@ -73,6 +73,14 @@ class AllTargetsFailed(ModeluxError):
     code = "all_targets_failed"
 
 
+class InternalError(ModeluxError):
+    """500: a bug of ours after a call was admitted; the call is still recorded and settled."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+
 class UpstreamError(ModeluxError):
     """One failed upstream attempt.
 
@@ -101,3 +109,11 @@ def category_for_status(status: int) -> str | None:
     if status >= 500 or status == 408:
         return "5xx"  # 529 (Anthropic overloaded) is a 5xx too
     return None
+
+
+class StorageUnavailable(ModeluxError):
+    """503: the database cannot be written now (disk full, read-only, locked); the proxy keeps serving."""
+
+    status = 503
+    type = "server_error"
+    code = "storage_unavailable"

@@ -5,8 +5,10 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
+from .calls.context import Snapshot
+from .calls.hooks import Hooks
 from .config.loader import ConfigSet, load_dir
 from .errors import ConfigError
 from .pricing import PriceBook
@@ -14,6 +16,7 @@ from .providers import Provider, build_provider
 from .routing import Router
 from .settings import Paths
 from .storage import Reader, Writer
+from .storage.redact import secrets_of
 
 log = logging.getLogger("modelux")
 
@@ -23,16 +26,6 @@ def _report_crash(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background job %s stopped: %r", task.get_coro().__qualname__, task.exception(),
                   exc_info=task.exception())
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One consistent view of the config; swapped atomically on reload, read once per request."""
-
-    configs: ConfigSet
-    router: Router
-    prices: PriceBook
-    providers: dict[str, Provider]
 
 
 @dataclass
@@ -56,33 +49,35 @@ class Runtime:
         self.serving_audit_id = 0
         self.snapshot = self._build(self.configs, {})
         self.writer = Writer(paths.db_path)
+        self.writer.secrets = secrets_of(self.configs.server)
         self.reader = Reader(paths.db_path, self.configs.server.runs.idle_timeout_s)
         self.reload_status = ReloadStatus(message=f"loaded {self.configs.source}")
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self.listeners: list[Any] = []  # callables(snapshot) told about each successful reload
-        # Other rooms add long-running coroutines (webhook delivery, embeddings, run expiry)
-        # and cleanups here before start(); tasks are cancelled on stop, before the writer drains.
-        self.background: list[Callable[[], Awaitable[None]]] = []
-        self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        # Other rooms register their addons here before start() (calls/hooks.py): hot-path guards,
+        # writer hooks, background jobs (cancelled on stop, before the writer drains).
+        self.hooks = Hooks()
 
     def _build(self, cs: ConfigSet, old: dict[str, Provider]) -> Snapshot:
         providers: dict[str, Provider] = {}
         for name, pc in cs.server.providers.items():
             prev = old.get(name)
             # keep the pooled client when a provider's settings did not change
-            providers[name] = prev if prev is not None and getattr(prev, "cfg", None) == pc else build_provider(name, pc)
+            same = (prev is not None and getattr(prev, "cfg", None) == pc
+                    and getattr(prev, "limits", cs.server.limits) == cs.server.limits)  # the mock reads [limits]
+            providers[name] = prev if same else build_provider(name, pc, cs.server.limits)
         return Snapshot(cs, Router(cs, self.serving), PriceBook(cs.server.prices, cs.server.providers), providers)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.writer.after_batch[:] = self.hooks.after_batch
         self.writer.start()
         self._record_versions(self.configs)
         await self.apply_serving()
         if self.paths.config_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch()))
-        for job in self.background:
+        for job in self.hooks.jobs():
             task = asyncio.create_task(job())
             task.add_done_callback(_report_crash)
             self._tasks.append(task)
@@ -92,11 +87,6 @@ class Runtime:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for cleanup in self.on_stop:
-            try:
-                await cleanup()
-            except Exception:
-                log.exception("cleanup failed")
         for p in self.snapshot.providers.values():
             await p.aclose()
         await asyncio.to_thread(self.writer.close)
@@ -116,6 +106,7 @@ class Runtime:
         old = self.snapshot
         self.snapshot = self._build(cs, old.providers)
         self.configs = cs
+        self.writer.secrets = secrets_of(cs.server)
         for name, p in old.providers.items():
             if self.snapshot.providers.get(name) is not p:
                 asyncio.get_running_loop().call_later(120, lambda p=p: asyncio.ensure_future(p.aclose()))
@@ -123,8 +114,6 @@ class Runtime:
             f"{n}@{v}" for n, v in cs.versions.items()))
         log.info("%s", self.reload_status.message)
         self._record_versions(cs)
-        for cb in self.listeners:
-            cb(self.snapshot)
         return True
 
     # -- replay room: promoted serving content ---------------------------------------------
@@ -140,8 +129,6 @@ class Runtime:
         self.snapshot = self._build(self.configs, self.snapshot.providers)
         log.info("serving content changed by promotion/rollback: %s",
                  ", ".join(f"@{n}@{v}" for n, (_, v) in serving.items()) or "files serve")
-        for cb in self.listeners:
-            cb(self.snapshot)
         return True
     # -- end replay room ---------------------------------------------------------------------
 

@@ -65,3 +65,19 @@ def call(client, alias: str, content: str, stream: bool = False, **tags: str) ->
 
 def cli_json(server, *args: str) -> dict:
     return json.loads(server.cli(*args, "--json").stdout)
+
+
+def age_run(server, run_id: str, hours: float) -> None:
+    """Moves a recorded run and its calls `hours` into the past in the server's SQLite file, so
+    `--since` has something outside its window (the proxy only ever records calls made now)."""
+    import apsw
+
+    assert server.get(f"/mlx/v1/runs/{run_id}").status_code == 200  # read-your-writes: the run is stored
+    conn = apsw.Connection(str(server.db_path))
+    conn.set_busy_timeout(5000)
+    shift = hours * 3600
+    with conn:
+        conn.execute("UPDATE calls SET started_at = started_at - ? WHERE run_id = ?", (shift, run_id))
+        conn.execute("UPDATE runs SET started_at = started_at - ?, last_at = last_at - ? WHERE run_id = ?",
+                     (shift, shift, run_id))
+    conn.close()

@@ -21,6 +21,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
+    module = "modelux_local"  # what `python -m` runs (tests/fault_server.py: the same server with faults injected)
+
     def __init__(self, data_dir: Path, config_dir: Path | None = None, env: dict | None = None,
                  extra_args: list[str] | None = None):
         self.data_dir = Path(data_dir)
@@ -48,7 +50,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> "ServerProcess":
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "modelux_local", "serve", "--headless", "--port", str(self.port),
+        args = [sys.executable, "-m", self.module, "serve", "--headless", "--port", str(self.port),
                 "--data-dir", str(self.data_dir), *self.extra_args]
         if self.config_dir:
             args += ["--config-dir", str(self.config_dir)]

@@ -8,7 +8,7 @@ import pytest
 
 from modelux_local.core.stats import percentile
 
-from ._readside import CONFIG, call, cli_json
+from ._readside import CONFIG, age_run, call, cli_json
 from .conftest import client_for
 
 # agent -> calls per run (aliases); None: runs without an agent tag
@@ -71,7 +71,7 @@ def test_group_by_agent_matches_a_hand_sum(world):
 
 def test_any_tag_key_since_and_human_table(world):
     server, made = world
-    by_team = cli_json(server, "analytics", "--group-by", "team", "--since", "1h")["groups"]
+    by_team = cli_json(server, "analytics", "--group-by", "team")["groups"]
     assert [(g["value"], g["runs"], g["calls"]) for g in by_team] == [("search", 5, 12)]
     assert cli_json(server, "analytics", "--group-by", "nosuchtag")["groups"][0]["value"] is None
     table = server.cli("analytics", "--group-by", "agent").stdout.splitlines()
@@ -81,3 +81,22 @@ def test_any_tag_key_since_and_human_table(world):
     assert "exact percentiles" in table[-1]
     r = server.get("/mlx/v1/analytics")
     assert r.status_code == 400 and r.json()["error"]["param"] == "group_by"
+
+
+def test_since_leaves_out_runs_started_before_the_window(world):
+    """Last of the `world` tests: it adds a run of a new team, two days old, next to a recent one."""
+    server, _ = world
+    client = client_for(server)
+    old, new = f"an-old-{uuid.uuid4().hex[:6]}", f"an-new-{uuid.uuid4().hex[:6]}"
+    call(client, "@planner", "an old step", run_id=old, team="since")
+    for _ in range(2):
+        call(client, "@executor", "a new step", run_id=new, team="since")
+    age_run(server, old, hours=48)
+
+    def team(*a):
+        groups = cli_json(server, "analytics", "--group-by", "team", *a)["groups"]
+        return next((g["runs"], g["calls"]) for g in groups if g["value"] == "since")
+    assert team() == (2, 3)
+    assert team("--since", "24h") == (1, 2)
+    api = server.get("/mlx/v1/analytics", params={"group_by": "team", "since": "24h"}).json()["groups"]
+    assert [(g["runs"], g["calls"]) for g in api if g["value"] == "since"] == [(1, 2)]

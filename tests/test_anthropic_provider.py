@@ -8,7 +8,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from modelux_local.config.schema import ProviderConfig
 from modelux_local.errors import UpstreamError
-from modelux_local.providers import _anthropic_translate as tr
+from modelux_local.providers import anthropic_out as tr
 from modelux_local.providers.anthropic import AnthropicProvider
 from modelux_local.providers.base import ChatRequest
 from tests.fakes.fake_anthropic import FakeAnthropic
@@ -287,15 +287,25 @@ async def test_dropped_and_truncated_streams_are_connect_errors(up, provider):
     stream = await provider.chat_stream(req({"messages": [{"role": "user", "content": "x"}]}, stream=True))
     with pytest.raises(UpstreamError) as err:
         await collect(stream)
-    assert err.value.category == "connect" and "message_stop" in str(err.value)
+    assert err.value.category == "upstream_invalid" and "message_stop" in str(err.value)
 
 
 async def test_stream_close_mid_way(up, provider):
-    up.enqueue(text=" ".join(["w"] * 200))
+    """close() hangs up on the upstream: the fake finds its client gone and stops writing."""
+    import asyncio
+    import time
+
+    up.enqueue(text=" ".join(["w"] * 200), chunk_delay_s=0.02)
     stream = await provider.chat_stream(req({"messages": [{"role": "user", "content": "x"}]}, stream=True))
     first = await stream.events.__anext__()
     assert json.loads(first)["choices"][0]["delta"]["role"] == "assistant"
+    closed = time.monotonic()
     await stream.close()
+    deadline = time.monotonic() + 5
+    while up.requests[-1].client_gone_at is None:
+        assert time.monotonic() < deadline, "the upstream kept streaming after close()"
+        await asyncio.sleep(0.02)
+    assert up.requests[-1].client_gone_at - closed < 2
 
 
 async def test_sse_parser_handles_any_split():

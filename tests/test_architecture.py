@@ -6,7 +6,7 @@ import sys
 
 from .server import ROOT
 
-CORE_ROOMS = ["modelux_local.core", "modelux_local.config.loader", "modelux_local.pricing", "modelux_local.routing",
+CORE_ROOMS = ["modelux_local.core", "modelux_local.calls", "modelux_local.calls.embedder", "modelux_local.config.loader", "modelux_local.pricing", "modelux_local.routing",
               "modelux_local.providers", "modelux_local.storage", "modelux_local.runtime", "modelux_local.analytics",
               "modelux_local.replay.engine", "modelux_local.replay.simulate", "modelux_local.replay.promotion",
               "modelux_local.playback", "modelux_local.playback.save"]
@@ -26,3 +26,13 @@ def test_routing_is_pure():
             "if m in sys.modules]\nprint(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_one_module_outside_routing_runs_the_attempt_loop():
+    """Every call (proxy, replay, evaluators, search indexer) goes through calls/dispatch.py."""
+    import re
+
+    pkg = ROOT / "modelux_local"
+    callers = sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*.py")
+                     if p.parent.name != "routing" and re.search(r"\bexecute\(\s*[\w.]*plan", p.read_text()))
+    assert callers == ["calls/dispatch.py"]

@@ -205,3 +205,18 @@ def test_type_errors_name_the_alias_not_a_placeholder(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_dir(d)
     assert "aliases.planner.retries" in e.value.message and "[...]" not in e.value.message and e.value.line == 6
+
+
+def test_allow_remote_with_a_token_serves_on_all_interfaces(tmp_path):
+    import openai
+
+    from .conftest import client_for
+    env = {"MODELUX_TOKEN": "remote-tok-77"}
+    with ServerProcess(tmp_path / "d", env=env, extra_args=["--host", "0.0.0.0", "--allow-remote"]) as srv:
+        assert "http://0.0.0.0:" in srv.log()  # bound to every interface (this test reaches it on loopback)
+        r = client_for(srv, api_key="remote-tok-77").chat.completions.create(
+            model="@executor", messages=[{"role": "user", "content": "hi"}])
+        assert r.choices[0].message.content
+        with pytest.raises(openai.AuthenticationError):
+            client_for(srv, api_key="wrong").chat.completions.create(
+                model="@executor", messages=[{"role": "user", "content": "hi"}])

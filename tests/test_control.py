@@ -53,7 +53,8 @@ def test_abort_via_cli_reaches_the_running_server_within_a_second(default_server
             assert "operator stop" in e.body["message"]
             break
         assert time.monotonic() - t0 < 3, "the server still forwards calls of a run the CLI aborted"
-    assert time.monotonic() - t0 < 2.5  # polled every 0.5 s; slack for a loaded test machine
+    # README: "within about a second". The server polls every 0.5 s; 1.5 s leaves a second of slack
+    assert time.monotonic() - t0 < 1.5
     assert default_server.get("/mlx/v1/runs/ctl-cli-abort").json()["status"] == "aborted"
 
 

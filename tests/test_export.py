@@ -135,3 +135,35 @@ def test_readme_export_example_runs(recorded, tmp_path):
         recorded.cli("export", *argv)
     assert len(col.spans()) >= 5
     assert len((tmp_path / "calls.jsonl").read_text().splitlines()) >= 4
+
+
+def test_since_and_reexport_give_the_same_spans(make_server, tmp_path):
+    """--since leaves out a run moved two days back; exporting the same calls twice sends the same
+    trace and span ids (what lets a backend de-duplicate them)."""
+    from ._readside import age_run
+
+    srv = make_server(None, name="export-since")
+    c = client_for(srv)
+    for run in ("exp-old", "exp-new", "exp-new"):
+        c.chat.completions.create(model="@executor", messages=[{"role": "user", "content": run}],
+                                  extra_body={"mlx:tags": {"run_id": run}})
+    age_run(srv, "exp-old", hours=48)
+    runs = lambda rows: sorted(x["run_id"] for x in rows if x["run_id"])  # noqa: E731
+    rows = [json.loads(x) for x in srv.cli("export", "--jsonl", "-").stdout.splitlines()]
+    assert runs(rows) == ["exp-new", "exp-new", "exp-old"]
+    rows = [json.loads(x) for x in srv.cli("export", "--jsonl", "-", "--since", "24h").stdout.splitlines()]
+    assert runs(rows) == ["exp-new", "exp-new"]
+    col = Collector()
+
+    def run_spans() -> set:
+        """(trace id, span id) of every span in exp-new's trace (the indexer's own calls may come and go)."""
+        trace = {s["traceId"] for s in col.spans() if attrs(s).get("modelux.run_id") == "exp-new"}
+        assert len(trace) == 1, col.spans()
+        return {(s["traceId"], s["spanId"]) for s in col.spans() if s["traceId"] in trace}
+
+    srv.cli("export", "--otlp", col.url, "--since", "24h")
+    assert "exp-old" not in {attrs(s).get("modelux.run_id") for s in col.spans()}
+    first = run_spans()
+    col.posts.clear()
+    srv.cli("export", "--otlp", col.url, "--since", "24h")
+    assert run_spans() == first and len(first) == 3  # the run's root span and its two calls, same ids

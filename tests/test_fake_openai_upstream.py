@@ -1,6 +1,12 @@
-"""The fake OpenAI upstream speaks the wire format the official SDK expects.
+"""Protocol fidelity of the fake OpenAI upstream: it speaks the wire format the official SDK
+expects (completions, streams with and without usage, tool-call deltas, embeddings, error bodies
+and statuses, timeouts and dropped connections as the SDK sees them), so a proxy test that fails
+against the fake fails because of the proxy, and one that passes passed on the real format.
 
-If these pass, a proxy test that fails against the fake fails because of the proxy.
+Only two tests here are not about the wire format, each kept for a reason: the fake records a
+client that hangs up (proxy tests read `client_gone_at` to prove the proxy cancels upstream), and
+the standalone entry point is what `scripts/bench` runs as its upstream. The fake's scripting
+conveniences (queues, reset) are exercised by the proxy tests that use them, not tested here.
 """
 from __future__ import annotations
 
@@ -180,16 +186,6 @@ def test_client_hanging_up_mid_stream_is_recorded(up, client):
     while up.requests[-1].client_gone_at is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert up.requests[-1].client_gone_at is not None and len(up.requests[-1].chunk_times) < 50
-
-
-def test_queue_n_times_and_reset(up, client):
-    up.enqueue(text="same", n_times=3)
-    answers = [client.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
-               .choices[0].message.content for _ in range(4)]
-    assert answers == ["same"] * 3 + ["echo: q"]
-    up.enqueue(status=500)
-    up.reset()
-    assert up.requests == [] and client.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
 
 
 async def test_async_client(up):

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from modelux_local.providers._sse import iter_sse_data
+from modelux_local.providers._sse import StreamIncomplete, iter_sse_data
 
 from .conftest import client_for
 from .fakes.openai_upstream import FakeOpenAI
@@ -79,10 +79,11 @@ async def test_payloads_are_the_same_bytes_whatever_the_reads(size):
     assert got == EXPECTED and all(type(p) is bytes for p in got)
 
 
-async def test_a_last_line_without_newline_still_counts_and_done_stops():
-    assert await _payloads(b'data: {"x": 1}\n\ndata: {"y": 2}', 3) == [b'{"x": 1}', b'{"y": 2}']
-    assert await _payloads(b'data: {"x": 1}\n\ndata: [DONE]', 4) == [b'{"x": 1}']
-    assert await _payloads(b"", 1) == []
+async def test_done_stops_and_a_stream_without_it_is_incomplete():
+    assert await _payloads(b'data: {"x": 1}\n\ndata: [DONE]', 4) == [b'{"x": 1}']  # no newline after [DONE]: fine
+    for cut in (b'data: {"x": 1}\n\ndata: {"y": 2}', b'data: {"x": 1}\n\n', b"", b'data: {"x": 1}\n\ndata: {"y"'):
+        with pytest.raises(StreamIncomplete):
+            await _payloads(cut, 3)
 
 
 # ---------------------------------------------------------------- shared translation refusals
@@ -90,7 +91,7 @@ async def test_a_last_line_without_newline_still_counts_and_done_stops():
 # helpers (_openai_shapes): the same bad input gets the same 400.
 
 from modelux_local.errors import UpstreamError  # noqa: E402
-from modelux_local.providers import _anthropic_translate as atr  # noqa: E402
+from modelux_local.providers import anthropic_out as atr  # noqa: E402
 from modelux_local.providers import _gemini_translate as gtr  # noqa: E402
 
 TRANSLATE = {"anthropic": lambda body: atr.request_to_anthropic(body, "claude", 1024),

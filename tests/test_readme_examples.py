@@ -46,9 +46,18 @@ ELSEWHERE = {
     "budgets-toml": "test_budgets.py::test_the_readme_examples_of_this_section_are_valid_config",
     "anomalies-toml": "test_budgets.py::test_the_readme_examples_of_this_section_are_valid_config",
     "webhooks-toml": "test_budgets.py::test_the_readme_examples_of_this_section_are_valid_config",
-    "tui-commands": "test_tui_serve.py::test_tui_command_opens_on_a_stopped_servers_database",
+    "tui-commands": "test_tui_serve.py::test_tui_command_opens_on_a_stopped_servers_database_read_only",
     "tui-screen": "test_tui_snapshots.py",
     "export-cli": "test_export.py::test_readme_export_example_runs",
+    "responses-sdk": "test_responses_sdks.py::test_readme_openai_sdk_recipe",
+    "responses-agents": "test_responses_sdks.py::test_readme_agents_sdk_recipe_on_every_kind",
+    "responses-pydantic-ai": "test_responses_sdks.py::test_readme_pydantic_ai_recipe",
+    "responses-native": "test_responses_sdks.py::test_readme_native_config_loads",  # a picture of the runs screen; the snapshots check the real one
+    "storage-healthz": "test_storage_faults.py::test_readme_healthz_example_has_the_servers_fields",
+    "soak-cli": "test_soak_script.py::test_soak_script_runs_and_reports",  # a picture of the runs screen; the snapshots check the real one
+    "limits-toml": "test_limits.py::test_readme_limits_example_is_the_defaults",
+    "tui-timeline": "test_tui_timeline.py::test_the_readmes_timeline_is_what_the_widget_draws",
+    "runs-over-usual": "test_expected.py::test_a_looping_run_the_ratio_the_meter_and_anomaly_cost_agree",
     "playback-save": "test_playback_readme.py::test_save_and_show_print_what_the_readme_shows",
     "playback-show": "test_playback_readme.py::test_save_and_show_print_what_the_readme_shows",
     "playback-file": "test_playback_readme.py::test_the_file_sample_is_a_loadable_cassette",
@@ -296,9 +305,12 @@ def test_trace_tree(demo):
     assert out[0] == shown[0]  # run task-812  running  agent=research-v2
     assert shape(out[1]) == shape(shown[1])
     assert out[2].startswith("  started ") and out[3] == shown[3] == "  anomalies: none"
-    assert out[4].startswith("├─ #1 @planner -> mock/mock-large  ok 200")
-    assert out[5].startswith("│    routing: @default ") and " fallback -> mock/mock-large" in out[5]
-    assert out[6].startswith("│    └─ attempt 1: mock/mock-large  ok 200")
+    assert out[4].startswith("  by alias: @planner $") and "@executor $" in out[4] and "@summarizer $" in out[4]
+    assert out[5].startswith("  by model: mock/mock-large $") and shown[5].startswith("  by model: ")
+    assert shape(out[6])[:2] == shape(shown[6])[:2] == ["repeated", "prompt:"] and "of input tokens" in out[6]
+    assert out[7].startswith("├─ #1 @planner -> mock/mock-large  ok 200")
+    assert out[8].startswith("│    routing: @default ") and " fallback -> mock/mock-large" in out[8]
+    assert out[9].startswith("│    └─ attempt 1: mock/mock-large  ok 200")
 
 
 def test_analytics_table(demo):
@@ -309,6 +321,20 @@ def test_analytics_table(demo):
     assert sorted(groups) == ["(none)", "research-v2", "support-bot"]
     research = next(line for line in out if line.startswith("research-v2"))
     assert shape(research)[:3] == ["research-v2", "#", "#"]
+
+
+def test_analytics_by_model(demo):
+    (cmd,), (shown,) = _console("runs-analytics-by-model")
+    out = sh(cmd, home=demo.data_dir).stdout.splitlines()
+    gap = out.index("")
+    assert out[0].split() == shown[0].split() and out[gap + 1].split() == shown[shown.index("") + 1].split()
+    models = [line.split() for line in out[gap + 2:]]
+    research = {m[1]: m for m in models if m[0] == "research-v2"}
+    assert set(research) == {"mock/mock-large", "mock/mock-small"}  # @planner, and @executor / @summarizer
+    group_calls = next(int(line.split()[2].replace(",", "")) for line in out[1:gap] if line.startswith("research-v2"))
+    assert sum(int(m[2].replace(",", "")) for m in research.values()) == group_calls
+    shares = [float(m[-1].rstrip("%")) for m in research.values()]
+    assert sum(shares) == pytest.approx(100, abs=1)
 
 
 def test_full_text_search(demo):

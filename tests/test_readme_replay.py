@@ -118,7 +118,6 @@ def _cli_options() -> tuple[set[str], set[str]]:
 
     from modelux_local import cli
 
-    cli._load_extras()
     commands, options = set(), set()
 
     def walk(parser, path):

@@ -125,6 +125,30 @@ def test_reprice_gives_the_live_cost_delta_when_token_counts_are_equal(srv, live
     assert "not measured" in text and "estimate" in text
 
 
+# configs/example's prices, USD per million tokens (input, output), and where @agent-v3 routes each alias
+PRICES = {"mock-pro": (2.0, 8.0), "mock-lite": (0.2, 0.8)}
+V3 = {"@planner": "mock-pro", "@executor": "mock-lite", "@summarizer": "mock-lite"}
+
+
+def test_reprice_deltas_match_figures_computed_by_hand(srv):
+    """Each recorded call's own token counts at @agent-v3's published prices, summed per run by hand."""
+    rep = json.loads(srv.cli("simulate", "--config=@agent-v3", "--mode", "reprice", "--json").stdout)
+    conn = db(srv)
+    current, candidate = [], []
+    for rid in srv.history:
+        rows = conn.execute("SELECT alias, input_tokens, output_tokens, cost_nusd FROM calls WHERE run_id = ?",
+                            (rid,)).fetchall()
+        current.append(sum(r[3] or 0 for r in rows) / 1e9)
+        candidate.append(sum(((r[1] or 0) * PRICES[V3[r[0]]][0] + (r[2] or 0) * PRICES[V3[r[0]]][1]) / 1e6
+                             for r in rows))
+    cur, cand = sum(current) / len(current), sum(candidate) / len(candidate)
+    assert rep["runs_replayed"] == len(srv.history) and rep["mode"] == "reprice"
+    assert rep["current"]["mean_cost_per_run"] == pytest.approx(cur, rel=1e-6)
+    assert rep["candidate"]["mean_cost_per_run"] == pytest.approx(cand, rel=1e-6)
+    assert rep["delta"]["mean_cost_per_run"] == pytest.approx((cand - cur) / cur, rel=1e-6)
+    assert -0.9 < rep["delta"]["mean_cost_per_run"] < -0.3  # the executor's calls at a tenth of the price
+
+
 def test_text_report_list_and_step_diff(srv, live):
     out = srv.cli("replays", "show", live["replay_id"]).stdout
     for label in ("runs_replayed", "mean cost/run", "p50 latency", "p95 latency", "error rate", "agent success",

@@ -192,3 +192,62 @@ def test_retry_after_is_honoured_and_a_long_one_falls_back(make_server, ups):
     assert time.monotonic() - t0 < 5 and raw.headers["x-mlx-served-by"] == "b/gpt-4o"
     call = srv.get(f"/mlx/v1/calls/{raw.headers['x-mlx-call-id']}").json()
     assert [(a["provider"], a["next"]) for a in call["attempts"]] == [("a", "fallback"), ("b", None)]
+
+
+def test_a_provider_whose_key_variable_is_unset_is_skipped(make_server, ups):
+    toml = server_toml(ups, '[aliases.x]\ntargets = [{ provider = "a", model = "gpt-4o-mini" }, '
+                            '{ provider = "b", model = "gpt-4o" }]\n')
+    toml["modelux.toml"] = toml["modelux.toml"].replace('api_key_env = "UP_KEY"', 'api_key_env = "UNSET_KEY_4242"', 1)
+    srv = make_server(toml, env={"UP_KEY": KEY})
+    raw = client_for(srv).chat.completions.with_raw_response.create(model="@x", messages=[{"role": "user", "content": "hi"}])
+    assert raw.headers["x-mlx-served-by"] == "b/gpt-4o"
+    assert ups["a"].requests == [] and len(ups["b"].requests) == 1
+    attempts = srv.get(f"/mlx/v1/calls/{raw.headers['x-mlx-call-id']}").json()["attempts"]
+    assert [(a["provider"], a["next"]) for a in attempts] == [("a", "fallback"), ("b", None)]
+    assert "UNSET_KEY_4242" in attempts[0]["error"]
+
+
+def test_connect_errors_are_retried_when_listed(make_server, ups):
+    from .server import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
+    def served(on: str):
+        toml = server_toml(ups, '[aliases.x]\ntargets = [{ provider = "dead", model = "m" }, { provider = "b", model = "m" }]\n'
+                                f'retries = {{ attempts = 1, backoff_ms = 10, on = {on} }}\n',
+                           f'[providers.dead]\nkind = "openai"\nbase_url = "{dead}"\n')
+        srv = make_server(toml, env={"UP_KEY": KEY}, name=f"connect-{len(on)}")
+        raw = client_for(srv).chat.completions.with_raw_response.create(model="@x", messages=[{"role": "user", "content": "hi"}])
+        assert raw.headers["x-mlx-served-by"] == "b/m"
+        return [(a["provider"], a["category"], a["next"])
+                for a in srv.get(f"/mlx/v1/calls/{raw.headers['x-mlx-call-id']}").json()["attempts"]]
+    assert served('["connect"]') == [("dead", "connect", "retry"), ("dead", "connect", "fallback"), ("b", None, None)]
+    assert served('["5xx"]') == [("dead", "connect", "fallback"), ("b", None, None)]
+
+
+def test_loadbalance_falls_back_to_its_other_targets(make_server, ups):
+    aliases = ('[aliases.x]\nstrategy = "loadbalance"\ntargets = [{ provider = "a", model = "m", weight = 1 }, '
+               '{ provider = "b", model = "m", weight = 1 }]\nretries = { attempts = 0 }\n')
+    srv = make_server(server_toml(ups, aliases), env={"UP_KEY": KEY})
+    ups["a"].enqueue(status=500, n_times=100)
+    client = client_for(srv)
+    paths = []
+    for _ in range(16):
+        raw = client.chat.completions.with_raw_response.create(model="@x", messages=[{"role": "user", "content": "x"}])
+        assert raw.headers["x-mlx-served-by"] == "b/m"
+        paths.append([(a["provider"], a["next"]) for a in
+                      srv.get(f"/mlx/v1/calls/{raw.headers['x-mlx-call-id']}").json()["attempts"]])
+    assert [("a", "fallback"), ("b", None)] in paths and [("b", None)] in paths  # both picks, all served
+    assert len(ups["a"].requests) == sum(len(p) == 2 for p in paths)
+
+
+def test_body_tags_override_header_tags(make_server, ups):
+    srv = make_server(server_toml(ups, '[aliases.x]\ntargets = [{ provider = "a", model = "gpt-4o-mini" }]\n'),
+                      env={"UP_KEY": KEY})
+    raw = client_for(srv).chat.completions.with_raw_response.create(
+        model="@x", messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-mlx-tags": '{"run_id": "r-header", "agent": "from-header", "team": "ml"}',
+                       "x-mlx-run-id": "r-header-2"},
+        extra_body={"mlx:tags": {"run_id": "r-body", "agent": "from-body"}})
+    call = srv.get(f"/mlx/v1/calls/{raw.headers['x-mlx-call-id']}").json()
+    assert call["run_id"] == "r-body"
+    assert call["tags"] == {"run_id": "r-body", "agent": "from-body", "team": "ml"}

@@ -10,7 +10,7 @@ import pytest
 
 from modelux_local.core.stats import percentile
 
-from ._readside import CONFIG, call, cli_json
+from ._readside import CONFIG, age_run, call, cli_json
 from .conftest import client_for
 
 
@@ -88,8 +88,8 @@ def test_list_filters_sort_limit_and_status(server, client):
     assert [r["cost_usd"] for r in by_cost] == sorted((r["cost_usd"] for r in by_cost), reverse=True)
     both = server.get("/mlx/v1/runs", params=[("tag", f"suite:{suite}"), ("tag", "agent:agent-big")]).json()["runs"]
     assert [r["run_id"] for r in both] == [runs["big"]]
-    assert {r["run_id"] for r in cli_json(server, "runs", "--tag", f"suite={suite}", "--status", "running",
-                                          "--since", "30m")["runs"]} == set(runs.values())
+    assert {r["run_id"] for r in cli_json(server, "runs", "--tag", f"suite={suite}", "--status", "running")["runs"]} \
+        == set(runs.values())
     assert cli_json(server, "runs", "--tag", f"suite={suite}", "--status", "aborted")["runs"] == []
 
     table = server.cli("runs", "--tag", f"suite={suite}").stdout
@@ -97,6 +97,20 @@ def test_list_filters_sort_limit_and_status(server, client):
     assert header.split()[:6] == ["STATUS", "RUN_ID", "AGENT", "CALLS", "TOKENS", "COST"]
     big = next(line for line in lines if runs["big"] in line).split()
     assert big[0] == "running" and big[2] == "agent-big" and big[3] == "3" and big[5].startswith("$0.0")
+
+
+def test_since_leaves_out_runs_started_before_the_window(server, client):
+    suite = _uid("suite")
+    old, new = _uid("old"), _uid("new")
+    for run in (old, new):
+        call(client, "@executor", "a step", run_id=run, suite=suite)
+    age_run(server, old, hours=30)
+    ids = lambda *a: [r["run_id"] for r in cli_json(server, "runs", "--tag", f"suite={suite}", *a)["runs"]]  # noqa: E731
+    assert ids() == [new, old]
+    assert ids("--since", "24h") == [new]
+    assert ids("--since", "2d") == [new, old]
+    api = server.get("/mlx/v1/runs", params={"tag": f"suite:{suite}", "since": "24h"}).json()["runs"]
+    assert [r["run_id"] for r in api] == [new]
 
 
 def test_replay_runs_are_left_out_unless_asked(server, client):

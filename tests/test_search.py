@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from ._readside import CONFIG, call, cli_json
+from ._readside import CONFIG, age_run, call, cli_json
 from .conftest import client_for
 
 TOPICS = {
@@ -57,7 +57,7 @@ def test_filters_by_run_tag_and_time(world):
     assert both == set(ids.values())
     in_b = cli_json(server, "logs", "search", "about", "--run-id", run_b)["results"]
     assert {r["call_id"] for r in in_b} == {ids["haiku"], ids["funds"]}
-    tagged = cli_json(server, "logs", "search", "about", "--tag", "agent=agent-bread", "--since", "1h")["results"]
+    tagged = cli_json(server, "logs", "search", "about", "--tag", "agent=agent-bread")["results"]
     assert [r["call_id"] for r in tagged] == [ids["bread"]]
     api = server.get("/mlx/v1/search", params={"q": "about", "run_id": run_a, "tag": "agent:agent-ratelimit"}).json()
     assert [r["call_id"] for r in api["results"]] == [ids["ratelimit"]]
@@ -119,3 +119,20 @@ def test_the_indexing_jobs_own_embedding_calls_are_recorded_and_priced(make_serv
     prov, model, alias, run_id = conn.execute("SELECT provider, model, alias, run_id FROM calls WHERE "
                                               "json_extract(tags, '$.modelux') = 'semantic-index'").fetchone()
     assert (prov, model, alias, run_id) == ("mock", "mock-embed", "@embedder", None)
+
+
+def test_since_leaves_out_calls_older_than_the_window(world):
+    """Two calls with the same rare word, one of them moved two days back: --since 24h finds only
+    the recent one, no --since finds both (CLI and API). Last of the `world` tests: it adds calls."""
+    server = world[0]
+    client = client_for(server)
+    old_run, new_run = f"old-{uuid.uuid4().hex[:6]}", f"new-{uuid.uuid4().hex[:6]}"
+    old, _ = call(client, "@executor", "the zeppelin timetable for Friedrichshafen", run_id=old_run, suite="since")
+    new, _ = call(client, "@executor", "the zeppelin timetable for Konstanz", run_id=new_run, suite="since")
+    age_run(server, old_run, hours=48)
+    hits = lambda *a: {r["call_id"] for r in cli_json(server, "logs", "search", "zeppelin", *a)["results"]}  # noqa: E731
+    assert hits() == {old, new}
+    assert hits("--since", "24h") == {new}
+    assert hits("--since", "3d") == {old, new}
+    api = server.get("/mlx/v1/search", params={"q": "zeppelin", "since": "24h"}).json()["results"]
+    assert [r["call_id"] for r in api] == [new]

@@ -16,7 +16,7 @@ def test_core_rooms_do_not_import_textual():
             "import modelux_local.cli, modelux_local.runtime, modelux_local.proxy.app, modelux_local.routing, "
             "modelux_local.storage, modelux_local.config.loader, modelux_local.providers, modelux_local.pricing, "
             "modelux_local.commands.serve, modelux_local.commands.tui_cmd\n"
-            "import modelux_local.cli as c; c._load_extras(); c.build_parser()\n"
+            "import modelux_local.cli as c; c.build_parser()\n"
             "bad = sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))\n"
             "print(len(bad)); print(bad[:5])\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -225,3 +225,68 @@ async def test_the_filter_finds_runs_older_than_the_loaded_ones(demo):
         await pilot.press("escape")
         await pilot.press("slash", *"needle", "enter")
         await until(lambda: list(app.screen.shown) == ["run_needle"], what="the old run found by a word")
+
+
+def _order(app) -> list[str]:
+    table = app.screen.query_one("#runs")
+    return [row.key.value for row in table.ordered_rows]
+
+
+async def test_s_cycles_the_sort_and_shift_s_reverses_it(demo):
+    """The expected orders come from the database, not from the screen's own rows."""
+    import apsw
+
+    data_dir, cfg = demo
+    conn = apsw.Connection(str(data_dir / "modelux.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    by = {col: dict(conn.execute(f"SELECT run_id, {col} FROM runs")) for col in ("started_at", "cost_nusd", "calls")}
+    conn.close()
+
+    def sorted_by(col: str, descending: bool = True) -> bool:
+        values = [by[col][run_id] for run_id in _order(app)]  # ties may come in either order
+        return len(values) == 4 and values == sorted(values, reverse=descending)
+
+    app = app_on(data_dir, cfg)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(lambda: loaded(app), what="4 rows")
+        assert sorted_by("started_at")
+        await pilot.press("s")
+        assert app.screen.sort_by == "cost" and sorted_by("cost_nusd")
+        await pilot.press("S")
+        assert sorted_by("cost_nusd", descending=False)
+        await pilot.press("s")
+        assert app.screen.sort_by == "calls" and sorted_by("calls")
+        assert "sorted by calls ↓" in str(app.screen.query_one("#runs-status").render())
+
+
+async def test_help_keys_open_and_close_the_help(demo):
+    from modelux_local.tui.screens.dialogs import HelpScreen
+    from modelux_local.tui.screens.runs import RunsScreen
+
+    app = app_on(*demo)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: loaded(app), what="4 rows")
+        for open_key, close_key in (("question_mark", "escape"), ("f1", "question_mark"), ("question_mark", "q")):
+            await pilot.press(open_key)
+            await until(lambda: isinstance(app.screen, HelpScreen), what=f"help after {open_key}")
+            await pilot.press(close_key)
+            await until(lambda: isinstance(app.screen, RunsScreen), what=f"the runs screen after {close_key}")
+        assert app.is_running  # q closed the help, it did not quit the app
+
+
+async def test_the_command_palette_opens_the_configs_screen_and_help(demo):
+    from textual.command import CommandPalette
+
+    from modelux_local.tui.screens.configs import ConfigsScreen
+    from modelux_local.tui.screens.dialogs import HelpScreen
+
+    app = app_on(*demo)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(lambda: loaded(app), what="4 rows")
+        for command, screen in (("Configs", ConfigsScreen), ("Help", HelpScreen)):
+            await pilot.press("ctrl+p")
+            await until(lambda: isinstance(app.screen, CommandPalette), what="the palette")
+            await pilot.press(*command)
+            await pilot.pause(0.3)  # the palette searches its providers asynchronously
+            await pilot.press("enter")
+            await until(lambda: isinstance(app.screen, screen), what=f"{screen.__name__} from the palette")
+            await pilot.press("escape")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 
@@ -90,17 +91,45 @@ def test_serve_in_a_terminal_runs_the_tui_and_q_stops_the_proxy_gracefully(tmp_p
     conn = connect(data / "modelux.db", readonly=True)
     calls = dict(conn.execute("SELECT run_id, calls FROM runs").fetchall())
     assert calls == {"run_pty1": 5, "run_pty2": 5}
-    assert (data / "serve.log").exists()  # log lines went to a file, not across the screen
+    # log lines went to the file, one per call, and none across the screen
+    log = (data / "serve.log").read_text()
+    assert log.count("run_pty1 chat @executor -> mock/mock-small 200 ok") == 5, log
+    assert log.count("run_pty2 chat @executor -> mock/mock-small 200 ok") == 5, log
+    assert b"chat @executor -> mock/mock-small" not in s.text()
 
 
-def test_tui_command_opens_on_a_stopped_servers_database(tmp_path):
-    from .test_tui_support import build_db, write_configs
+def _db_open_modes(pid: int, db: Path) -> list[int]:
+    """The access mode (os.O_RDONLY / O_RDWR) of every descriptor process `pid` holds on file `db`."""
+    modes = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != str(db):
+                continue
+            flags = next(line for line in open(f"/proc/{pid}/fdinfo/{fd}") if line.startswith("flags:"))
+        except OSError:
+            continue  # closed meanwhile
+        modes.append(int(flags.split()[1], 8) & os.O_ACCMODE)
+    return modes
+
+
+def test_tui_command_opens_on_a_stopped_servers_database_read_only(tmp_path):
+    """A database a real server wrote (SDK calls), the server stopped, then `tui` on it: the runs show,
+    and every descriptor the TUI holds on modelux.db is read-only (checked in /proc)."""
+    from .test_tui_support import write_configs
 
     cfg = write_configs(tmp_path / "cfg")
-    build_db(tmp_path, cfg)
-    s = PtyServe(tmp_path, 0, ["tui", "--data-dir", str(tmp_path), "--config-dir", str(cfg)])
+    data = tmp_path / "data"
+    with ServerProcess(data, cfg) as srv:
+        client = client_for(srv)
+        for i in range(2):
+            client.chat.completions.create(model="@executor", messages=[{"role": "user", "content": f"step {i}"}],
+                                           extra_body={"mlx:tags": {"run_id": "run_stopped01", "agent": "offline"}})
+    db = (data / "modelux.db").resolve()
+    s = PtyServe(data, 0, ["tui", "--data-dir", str(data), "--config-dir", str(cfg)])
     try:
-        s.wait_for(b"run_research01")
+        s.wait_for(b"run_stopped01")
+        modes = _db_open_modes(s.proc.pid, db)
+        assert modes and all(m == os.O_RDONLY for m in modes), modes
         s.press(b"c")
         s.wait_for(b"@support-v1")
         s.press(b"q")

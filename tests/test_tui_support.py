@@ -84,12 +84,24 @@ def _call(n: int, run_id: str, agent: str, t: float, alias: str, model: str, tin
         response=json.dumps(response).encode() if status == "ok" else None, price_book=prices)
 
 
-def build_db(data_dir: Path, config_dir: Path) -> Path:
-    """Four runs: a running research run near its budget, a completed one, a looping one, an aborted one."""
+def history_calls(n_runs: int, kw: dict) -> list[CallRecord]:
+    """research-v2's usual runs, a day before NOW: 2 calls each, every third run 3 (p90: 3 calls, ~$0.0095)."""
+    recs = []
+    for j in range(n_runs):
+        run_id = f"run_usual{j:02d}"  # call ids end with the run id's last 4 characters: "al07"
+        for n in range(1, (3 if j % 3 == 0 else 2) + 1):
+            recs.append(_call(n, run_id, "research-v2", NOW - 86400 + j * 600 + n * 30, "@planner", "mock-large",
+                              600 + 30 * (j % 5), 80, **kw))
+    return recs
+
+
+def build_db(data_dir: Path, config_dir: Path, history: int = 0) -> Path:
+    """Four runs: a running research run near its budget, a completed one, a looping one, an aborted one;
+    with `history`, that many completed runs of research-v2 before them (its usual run)."""
     cs = load_dir(config_dir)
     prices = PriceBook(cs.server.prices, cs.server.providers)
     kw = {"cs": cs, "prices": prices}
-    recs = []
+    recs = history_calls(history, kw)
     # run_research01: 3 calls, the second retried (a 500 then ok), running (last call 20 s ago)
     recs.append(_call(1, "run_research01", "research-v2", NOW - 300, "@planner", "mock-large", 1200, 300, **kw))
     recs.append(_call(2, "run_research01", "research-v2", NOW - 120, "@executor", "mock-small", 800, 60, attempts=[
@@ -111,6 +123,8 @@ def build_db(data_dir: Path, config_dir: Path) -> Path:
     with conn:
         write_calls(conn, recs)
         conn.execute("UPDATE runs SET anomalies = ? WHERE run_id = 'run_loop0003'", (json.dumps(["loop"]),))
+        # the history went idle long ago: the server's lifecycle marked it completed
+        conn.execute("UPDATE runs SET status = 'completed', ended_at = last_at WHERE run_id LIKE 'run_usual%'")
         conn.execute("UPDATE runs SET status = 'aborted', ended_at = last_at, abort_reason = 'max_cost_usd' "
                      "WHERE run_id = 'run_abort004'")
         for i, name in enumerate(cs.routing):

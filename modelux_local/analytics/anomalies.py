@@ -4,9 +4,10 @@ batch's transaction, milliseconds after the call ends).
 - loop: the same request fingerprint (messages and tools, normalised: key order, whitespace)
   seen `[anomalies] loop_repeats` times in a run;
 - retry_storm: `retry_storm` failed upstream attempts within `retry_window_s` in a run;
-- cost: a run's calls or cost above both the p95 and twice the median of the same agent's
-  completed runs, once that agent has MIN_HISTORY of them (history stats are cached and
-  refreshed in the background, never queried per call).
+- cost: a run's calls or cost above both the p95 and `cost_factor` x the median of the same
+  agent's completed runs (storage.history: the `agent` tag, else the run's first alias), once
+  that agent has `cost_min_history` of them (history stats are cached and refreshed in the
+  background, never queried per call).
 
 Each anomaly is added once to `runs.anomalies` and fires `anomaly.<name>` in the same transaction.
 This hook also applies what the budget guard decided about a call (run aborted, budget.warning).
@@ -17,32 +18,21 @@ import hashlib
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import apsw
 import msgspec
 
+from ..calls import Addon
 from ..core.records import CallRecord
-from ..core.stats import percentile
+from ..storage.history import AgentHistory, agent_history, expected
 from .budgets import Pending
 from .events import emit, mark_aborted
 
 log = logging.getLogger("modelux.anomalies")
 
-MIN_HISTORY = 20          # completed runs of an agent before cost outliers are judged
-HISTORY_DAYS = 30         # which completed runs make up an agent's history
 _dec = msgspec.json.Decoder()
 _enc_sorted = msgspec.json.Encoder(order="sorted")
-
-
-@dataclass(frozen=True, slots=True)
-class AgentStats:
-    runs: int
-    calls_p50: float
-    calls_p95: float
-    cost_p50: float
-    cost_p95: float
 
 
 def _normalise(x: Any) -> Any:
@@ -63,56 +53,55 @@ def fingerprint(request: bytes | None) -> str | None:
         body = _dec.decode(request)
     except msgspec.DecodeError:
         return None
-    if not isinstance(body, dict) or not body.get("messages"):
+    if not isinstance(body, dict):
         return None
-    core = _normalise({"messages": body.get("messages"), "tools": body.get("tools"), "system": body.get("system")})
+    if body.get("messages"):
+        core = _normalise({"messages": body.get("messages"), "tools": body.get("tools"), "system": body.get("system")})
+    elif body.get("input"):  # /v1/responses (embeddings never get here): the same turn on the same state
+        core = _normalise({"input": body["input"], "instructions": body.get("instructions"), "tools": body.get("tools"),
+                           "previous_response_id": body.get("previous_response_id")})
+    else:
+        return None
     return hashlib.sha256(_enc_sorted.encode(core)).hexdigest()[:16]
 
 
-def agent_stats(conn: apsw.Connection, now: float | None = None) -> dict[str, AgentStats]:
-    """Per-agent percentiles of calls and cost over its completed runs (the background refresh)."""
-    since = (now or time.time()) - HISTORY_DAYS * 86400
-    by_agent: dict[str, tuple[list[float], list[float]]] = {}
-    for agent, calls, cost in conn.execute(
-            "SELECT agent, calls, cost_nusd FROM runs WHERE status = 'completed' AND agent IS NOT NULL "
-            "AND started_at >= ? AND replay_id IS NULL", (since,)):
-        c, k = by_agent.setdefault(agent, ([], []))
-        c.append(calls)
-        k.append(cost)
-    out = {}
-    for agent, (calls, costs) in by_agent.items():
-        if len(calls) < MIN_HISTORY:
-            continue
-        calls.sort()
-        costs.sort()
-        out[agent] = AgentStats(len(calls), percentile(calls, 50), percentile(calls, 95),
-                                percentile(costs, 50), percentile(costs, 95))
-    return out
+_first_aliases: dict[str, dict[str, str]] = {}  # database file -> run_id -> first alias (they never change)
 
 
-class AnomalyWatcher:
+def agent_stats(conn: apsw.Connection, now: float | None = None) -> dict[str, AgentHistory]:
+    """Every agent's history (the background refresh); `[anomalies] cost_min_history` is applied when
+    judging, so a config edit takes effect without waiting for the next refresh."""
+    return agent_history(conn, now=now, first_alias=_first_aliases.setdefault(conn.filename, {}))
+
+
+class AnomalyWatcher(Addon):
     """The writer hook. Its state is touched only on the writer thread (history is swapped whole)."""
 
     def __init__(self, rt: Any, pending: Pending, notify: Callable[[], None]):
         self.rt = rt
         self.pending = pending
         self.notify = notify
-        self.history: dict[str, AgentStats] = {}
+        self.history: dict[str, AgentHistory] = {}
+        self._agents: dict[str, str] = {}  # run_id -> agent tag or first alias (the history it is judged by)
         self._loops: dict[str, dict[str, int]] = {}
         self._failures: dict[str, deque[float]] = {}
         self._flagged: dict[str, set[str]] = {}
         self._seen: dict[str, float] = {}
         self._since_prune = 0
+        self._taken: list[tuple[str, list[tuple]]] = []  # pending events taken by the current batch
 
-    def __call__(self, conn: apsw.Connection, records: list[CallRecord]) -> None:
+    def after_batch(self, conn: apsw.Connection, records: list[CallRecord]) -> None:
         server = self.rt.configs.server
         cfg, hooks, reader = server.anomalies, server.webhooks, self.rt.reader
         fired = False
         outliers: dict[str, str] = {}
         now = time.time()
         batch = {r.call_id for r in records}
+        self._taken = []
         for rec in records:
-            for item in self.pending.take(rec.call_id):
+            if taken := self.pending.take(rec.call_id):
+                self._taken.append((rec.call_id, taken))
+            for item in taken:
                 fired = True
                 if item[0] == "abort":
                     _, rid, reason, code, detail = item
@@ -134,27 +123,43 @@ class AnomalyWatcher:
                         fired |= self._flag(conn, rid, "loop", {"fingerprint": fp, "repeats": n,
                                                                 "loop_repeats": cfg.loop_repeats, "call_id": rec.call_id})
             fired |= self._retries(conn, rec, rid, cfg)
-            agent = rec.tags.get("agent")
+            agent = self._agents.setdefault(rid, rec.tags.get("agent") or rec.alias or "")
             if agent and agent in self.history:
                 outliers[rid] = agent
         for rid, agent in outliers.items():
-            fired |= self._cost(conn, rid, agent)
+            fired |= self._cost(conn, rid, agent, cfg)
         if fired:
             self.notify()
         self._since_prune += len(records)
         if self._since_prune > 2000:
             self._prune(now - max(600.0, 2 * server.runs.idle_timeout_s))
 
+
+    __call__ = after_batch  # a plain writer hook too (bench/guards.py times it directly)
+    def rollback(self, records: list[CallRecord]) -> None:
+        """The writer's transaction failed and will be retried (a full disk): give back the events
+        taken and forget the runs, so the retry reseeds their counters from what is stored instead
+        of counting the same calls again."""
+        for call_id, items in self._taken:
+            for item in items:
+                self.pending.add(call_id, item)
+        self._taken = []
+        for rec in records:
+            for d in (self._seen, self._loops, self._failures, self._flagged):
+                d.pop(rec.run_id, None)
+
     def _seed(self, conn: apsw.Connection, rid: str, batch: set[str], cfg: Any) -> None:
         """Loop counts and recent failed attempts of a run's calls stored before this batch, so a
         restart (or a run idle long enough to be pruned) does not reset its anomaly counters."""
         counts: dict[str, int] = {}
         failures: list[float] = []
-        for call_id, request, attempts, started, provider, endpoint in conn.execute(
-                "SELECT call_id, request, attempts, started_at, provider, endpoint FROM calls "
-                "WHERE run_id = ? AND replay_id IS NULL ORDER BY started_at", (rid,)):
+        for call_id, request, attempts, started, provider, endpoint, tags, alias in conn.execute(
+                "SELECT call_id, request, attempts, started_at, provider, endpoint, tags, alias FROM calls "
+                "WHERE run_id = ? AND replay_id IS NULL ORDER BY started_at, call_id", (rid,)):
             if call_id in batch:
                 continue
+            if rid not in self._agents and (alias or tags):
+                self._agents[rid] = (_dec.decode(tags) or {}).get("agent") or alias or ""
             tries = msgspec.json.decode(attempts) if attempts else []
             if provider is not None and tries and endpoint != "embeddings":
                 fp = fingerprint(request)
@@ -188,23 +193,26 @@ class AnomalyWatcher:
                                                          "retry_window_s": cfg.retry_window_s, "call_id": rec.call_id})
         return False
 
-    def _cost(self, conn: apsw.Connection, rid: str, agent: str) -> bool:
+    def _cost(self, conn: apsw.Connection, rid: str, agent: str, cfg: Any) -> bool:
         s = self.history.get(agent)
         row = conn.execute("SELECT calls, cost_nusd FROM runs WHERE run_id = ?", (rid,)).fetchone()
-        if s is None or row is None:
+        if s is None or row is None or s.runs < cfg.cost_min_history:
             return False
         calls, cost = row
+        factor = cfg.cost_factor
         over = []
-        if calls > s.calls_p95 and calls > 2 * s.calls_p50:
+        if calls > s.calls_p95 and calls > factor * s.calls_p50:
             over.append("calls")
-        if cost > s.cost_p95 and cost > 2 * s.cost_p50:
+        if cost > s.cost_p95 and cost > factor * s.cost_p50:
             over.append("cost")
         if not over:
             return False
         return self._flag(conn, rid, "cost", {
-            "agent": agent, "over": over, "history_runs": s.runs, "calls": calls, "calls_p50": s.calls_p50,
-            "calls_p95": s.calls_p95, "cost_usd": cost / 1e9, "cost_p50_usd": s.cost_p50 / 1e9,
-            "cost_p95_usd": s.cost_p95 / 1e9})
+            "agent": agent, "over": over, "history_runs": s.runs, "cost_factor": factor, "calls": calls,
+            "calls_p50": s.calls_p50, "calls_p95": s.calls_p95, "cost_usd": cost / 1e9,
+            "cost_p50_usd": s.cost_p50 / 1e9, "cost_p95_usd": s.cost_p95 / 1e9,
+            # what the run detail, `runs --sort over_usual` and the TUI's meter show for this run
+            "expected": expected(s, cost, calls, cfg.cost_min_history)})
 
     def _flag(self, conn: apsw.Connection, rid: str, name: str, detail: dict) -> bool:
         flagged = self._flagged.setdefault(rid, set())
@@ -222,5 +230,5 @@ class AnomalyWatcher:
     def _prune(self, older_than: float) -> None:
         self._since_prune = 0
         for rid in [r for r, t in self._seen.items() if t < older_than]:
-            for d in (self._seen, self._loops, self._failures, self._flagged):
+            for d in (self._seen, self._loops, self._failures, self._flagged, self._agents):
                 d.pop(rid, None)

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..calls import Addon, CallContext
 from ..config.schema import Budget
 from ..core.records import CallRecord
 from ..core.tags import tags_match
@@ -87,8 +88,8 @@ def _limits(b: Budget) -> dict:
                               ("warn_at", b.warn_at)) if v is not None}
 
 
-class BudgetGuard:
-    """A Guard (see proxy/gateway.py) for budgets and aborts."""
+class BudgetGuard(Addon):
+    """The budget and abort guard: `before`, `on_chunk` and `after` hooks on the hot path (calls/hooks.py)."""
 
     def __init__(self, pending: Pending, signals: Any = None):
         self.pending = pending
@@ -119,7 +120,7 @@ class BudgetGuard:
 
     # -- Guard interface ------------------------------------------------------------------
 
-    def before(self, ctx: Any) -> None:
+    def before(self, ctx: CallContext) -> None:
         rid = ctx.tags.get("run_id")
         if rid is None:
             return
@@ -158,7 +159,7 @@ class BudgetGuard:
             "run": self._figures(st, now), "reservation": {"tokens": res_tokens, "cost_usd": nanos_to_usd(res_cost),
                                                            "prompt_tokens_estimate": prompt, "max_output_tokens": max_out}})
 
-    def _check(self, ctx: Any, st: RunState, b: Budget, now: float, res_cost: int, res_tokens: int) -> None:
+    def _check(self, ctx: CallContext, st: RunState, b: Budget, now: float, res_cost: int, res_tokens: int) -> None:
         rid = ctx.tags["run_id"]
         if b.max_calls is not None and st.calls >= b.max_calls:
             self._refuse(ctx, st, EXCEEDED, f"run {rid!r} exceeded its budget: max_calls = {b.max_calls} "
@@ -184,7 +185,7 @@ class BudgetGuard:
                              f"({st.tokens} used, {st.reserved_tokens} reserved by {st.inflight} calls in flight)",
                              sticky=False)
 
-    def _refuse(self, ctx: Any, st: RunState, code: str, message: str, *, sticky: bool) -> None:
+    def _refuse(self, ctx: CallContext, st: RunState, code: str, message: str, *, sticky: bool) -> None:
         """Raises 402. A sticky refusal blocks the run for good and aborts it (via the writer)."""
         if sticky and st.blocked is None:
             st.blocked = (code, message)
@@ -200,7 +201,7 @@ class BudgetGuard:
                 "reserved_cost_usd": nanos_to_usd(st.reserved_cost), "reserved_tokens": st.reserved_tokens,
                 "in_flight": st.inflight, "elapsed_s": round(now - st.started, 3)}
 
-    def on_chunk(self, ctx: Any, payload: bytes) -> str | None:
+    def on_chunk(self, ctx: CallContext, payload: bytes) -> str | None:
         t: Ticket | None = ctx.state.get("budget")
         if t is None or not t.budgets:
             return None
@@ -220,7 +221,7 @@ class BudgetGuard:
                 return t.cut
         return None
 
-    def after(self, ctx: Any, rec: CallRecord) -> None:
+    def after(self, ctx: CallContext, rec: CallRecord) -> None:
         t: Ticket | None = ctx.state.pop("budget", None)
         rid = ctx.tags.get("run_id")
         if t is None:  # refused in before()

@@ -9,6 +9,24 @@ from ..errors import ConfigError
 from ..settings import resolve_paths
 
 
+def register(sub, config_sub, common):
+    """The `config` group and its check/list/show; returns the group for other modules' subcommands."""
+    c = sub.add_parser("config", help="configs: list, show, check, history, promote, rollback")
+    csub = c.add_subparsers(dest="config_command", required=True)
+    cc = csub.add_parser("check", help="validate a config directory")
+    common(cc)
+    cc.add_argument("dir", nargs="?")
+    cc.set_defaults(func=check)
+    cl = csub.add_parser("list", help="routing configs with versions")
+    common(cl)
+    cl.set_defaults(func=list_)
+    cs = csub.add_parser("show", help="one routing config")
+    common(cs)
+    cs.add_argument("name", metavar="@NAME")
+    cs.set_defaults(func=show)
+    return csub
+
+
 def _load(dir_arg: str | None, args):
     """The config set, or None after printing why it cannot load."""
     directory = Path(dir_arg) if dir_arg else resolve_paths(args.data_dir, args.config_dir).config_dir

@@ -83,10 +83,11 @@ class _Meter:
 
 def _jsonl(conn, args, since) -> int:
     from ..export import count_calls, iter_calls, jsonl_line
+    from ..storage.db import open_private
 
     meter = _Meter(count_calls(conn, since, args.include_replays), "calls")
     try:
-        out = sys.stdout.buffer if args.jsonl == "-" else open(args.jsonl, "wb")
+        out = sys.stdout.buffer if args.jsonl == "-" else open_private(args.jsonl)  # 0600: stored prompts
     except OSError as e:
         return fail(f"cannot write {args.jsonl}: {e.strerror}")
     n = 0

@@ -10,6 +10,14 @@ from ..config.loader import load_dir
 STARTER = Path(__file__).resolve().parent.parent / "config" / "starter"
 
 
+def register(sub, config_sub, common) -> None:
+    i = sub.add_parser("init", help="write a starter config directory")
+    common(i)
+    i.add_argument("dir", nargs="?", default="modelux-config")
+    i.add_argument("--force", action="store_true", help="overwrite existing files")
+    i.set_defaults(func=run)
+
+
 def run(args) -> int:
     dest = Path(args.dir)
     files = sorted(STARTER.glob("*.toml"))

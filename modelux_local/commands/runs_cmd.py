@@ -14,6 +14,7 @@ import msgspec
 
 from ..core.durations import argparse_duration
 from ..errors import BadRequest, ModeluxError
+from ..core.display import printable
 from ..settings import resolve_paths
 from . import runs_render as render
 from ._common import USAGE, fail, no_database, positive_int
@@ -25,7 +26,8 @@ def register(sub, config_sub, common) -> None:
     p.add_argument("--since", type=argparse_duration, help="only runs started within this duration (30m, 24h, 7d)")
     p.add_argument("--tag", action="append", default=[], metavar="K=V", help="only runs with this tag (repeatable)")
     p.add_argument("--status", choices=["running", "completed", "aborted"])
-    p.add_argument("--sort", choices=["started", "cost", "calls"], default="started", help="newest first, or highest")
+    p.add_argument("--sort", choices=["started", "cost", "calls", "over_usual"], default="started",
+                   help="newest first, or highest; over_usual: running runs by how far past their agent's p90")
     p.add_argument("--limit", type=positive_int, default=50, help="at most N runs (default 50)")
     p.add_argument("--replays", action="store_true", help="include runs made by replays")
     p.add_argument("--json", action="store_true", help='one JSON document: {"runs": [RunSummary]}')
@@ -43,6 +45,7 @@ def register(sub, config_sub, common) -> None:
     a.add_argument("--since", type=argparse_duration, help="only runs started within this duration")
     a.add_argument("--tag", action="append", default=[], metavar="K=V", help="only runs with this tag (repeatable)")
     a.add_argument("--replays", action="store_true", help="include runs made by replays")
+    a.add_argument("--by-model", action="store_true", help="each group's calls, tokens and cost by provider/model")
     a.add_argument("--json", action="store_true", help='one JSON document: {"groups": [...]}')
     a.set_defaults(func=analytics_cmd)
 
@@ -72,12 +75,13 @@ def _reader(args):
     if not paths.db_path.exists():
         return paths, None
     try:
-        idle = load_dir(paths.config_dir).server.runs.idle_timeout_s
+        server = load_dir(paths.config_dir).server
+        idle, args.min_history = server.runs.idle_timeout_s, server.anomalies.cost_min_history
     except ConfigError as e:
         # a broken config must not hide the runs (the server would refuse to start on it anyway)
         print(f"warning: config not loaded ({e.message}); runs idle for 300 s count as completed",
               file=sys.stderr)
-        idle = 300.0
+        idle, args.min_history = 300.0, 20
     return paths, Reader(paths.db_path, idle)
 
 
@@ -95,13 +99,13 @@ def runs(args) -> int:
         return no_database(paths)
     try:
         flt = make_filter(since=args.since, tags=args.tag, status=args.status, include_replays=args.replays)
-        found = list_runs(reader, flt, args.sort, args.limit)
+        found = list_runs(reader, flt, args.sort, args.limit, args.min_history)
     except BadRequest as e:
         return fail(e.message, USAGE)
     if args.json:
         _print_json({"runs": found})
     else:
-        print(render.runs_table(found))
+        print(render.runs_table(found, usual_first=args.sort == "over_usual"))
     return 0
 
 
@@ -109,13 +113,15 @@ def trace(args) -> int:
     paths, reader = _reader(args)
     if reader is None:
         return no_database(paths)
-    run = reader.get_run(args.run_id)
+    run = reader.get_run(args.run_id, min_history=args.min_history)
     if run is None:
-        return fail(f"no run {args.run_id!r} in {paths.db_path} (list runs with `modelux-local runs`)")
+        return fail(f"no run {printable(args.run_id)!r} in {paths.db_path} (list runs with `modelux-local runs`)")
     if args.json:
         _print_json(run)
     else:
-        print(render.trace_tree(run))
+        from ..storage.breakdown import run_breakdown
+
+        print(printable(render.trace_tree(run, run_breakdown(reader.conn(), args.run_id)), keep_newlines=True))  # client text
     return 0
 
 
@@ -127,7 +133,7 @@ def analytics_cmd(args) -> int:
         return no_database(paths)
     try:
         flt = make_filter(since=args.since, tags=args.tag, include_replays=args.replays)
-        doc = analytics(reader, args.group_by, flt)
+        doc = analytics(reader, args.group_by, flt, by_model=args.by_model)
     except BadRequest as e:
         return fail(e.message, USAGE)
     if args.json:
@@ -172,17 +178,20 @@ def search_cmd(args) -> int:
 
 def _query_vector(paths, query: str) -> tuple[str, list[float]]:
     """The query's embedding, the way the server embeds calls: @embedder of the config, no Runtime."""
+    from ..calls import Snapshot
+    from ..calls.embedder import Embedder
     from ..config.loader import load_dir
+    from ..pricing import PriceBook
     from ..providers import build_provider
     from ..routing import Router
-    from ..storage.embed_job import Embedder
 
     cs = load_dir(paths.config_dir)
     providers = {name: build_provider(name, pc) for name, pc in cs.server.providers.items()}
 
     async def go():
         try:
-            return await Embedder(Router(cs), providers).embed([query])
+            snap = Snapshot(cs, Router(cs), PriceBook(cs.server.prices, cs.server.providers), providers)
+            return await Embedder(snap).embed([query])
         finally:
             for p in providers.values():
                 await p.aclose()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from ..core.display import printable
+
 
 def money(usd: float | None) -> str:
     """$0.0123; unpriced (no price known for a model) is shown as `unpriced`, never $0."""
@@ -28,23 +30,39 @@ def count(n: int | None) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
+    rows = [[printable(c) for c in r] for r in rows]  # cells hold client text: run ids, tags
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     def line(cells):
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     return "\n".join([line(headers), *(line(r) for r in rows)])
 
 
-def runs_table(runs: list[dict]) -> str:
+def usual(e: dict | None) -> str:
+    """`x2.30 cost` (how far along its agent's p90 a run is, by cost or calls), or why there is no ratio."""
+    if not e:
+        return "-"
+    if not e["judged"]:
+        return f"{e['history_runs']}/{e['min_history']} runs"
+    return f"x{e['over_usual']:.2f} {e['over_usual_by']}" if e["over_usual"] is not None else "-"
+
+
+def runs_table(runs: list[dict], usual_first: bool = False) -> str:
     if not runs:
         return "no runs match"
-    headers = ["STATUS", "RUN_ID", "AGENT", "CALLS", "TOKENS", "COST", "P50", "P95", "ERRORS", "ANOMALIES", "STARTED"]
+    headers = ["STATUS", "RUN_ID", "AGENT", "CALLS", "TOKENS", "COST", "USUAL", "P50", "P95", "ERRORS", "ANOMALIES",
+               "STARTED"]
     rows = []
     for r in runs:
-        rows.append([r["status"], r["run_id"], r["tags"].get("agent", "-"), count(r["calls"]),
-                     count(r["input_tokens"] + r["output_tokens"]), money(r["cost_usd"]), ms(r["p50_ms"]),
-                     ms(r["p95_ms"]), count(r["errors"]), ",".join(r["anomalies"]) or "-",
+        e = r.get("expected")
+        rows.append([r["status"], r["run_id"], r["tags"].get("agent") or (e or {}).get("agent") or "-",
+                     count(r["calls"]), count(r["input_tokens"] + r["output_tokens"]), money(r["cost_usd"]),
+                     usual(e), ms(r["p50_ms"]), ms(r["p95_ms"]), count(r["errors"]), ",".join(r["anomalies"]) or "-",
                      (r["started_at"] or "")[:19].replace("T", " ")])
-    return _table(headers, rows, right={3, 4, 5, 6, 7, 8})
+    if usual_first:  # the column the list is sorted by comes first
+        headers.insert(0, headers.pop(6))
+        for row in rows:
+            row.insert(0, row.pop(6))
+    return _table(headers, rows, right={4, 5, 6, 7, 8, 9} if usual_first else {3, 4, 5, 7, 8, 9})
 
 
 def analytics_table(doc: dict) -> str:
@@ -64,20 +82,55 @@ def analytics_table(doc: dict) -> str:
     if played:  # playback room: answers that cost nothing
         note += (f"\nsaved {money(sum(g['saved_usd'] for g in groups))} by answering {count(played)} calls from "
                  f"recordings ({count(sum(g['cache_hits'] for g in groups))} cache hits)")
-    return _table(headers, rows, right=set(range(1, 8))) + "\n" + note
+    out = _table(headers, rows, right=set(range(1, 8))) + "\n" + note
+    if any("by_model" in g for g in groups):
+        out += "\n\n" + _by_model(groups, key)
+    return out
+
+
+def _by_model(groups: list[dict], key: str) -> str:
+    """Where each group's money went: its calls by provider/model, with the share of the group's cost."""
+    rows = []
+    for g in groups:
+        total = sum(m["cost_usd"] or 0 for m in g["by_model"])
+        for m in g["by_model"]:
+            share = f"{(m['cost_usd'] or 0) / total * 100:.0f}%" if total else "-"
+            rows.append([g["value"] if g["value"] is not None else "(none)", m["name"], count(m["calls"]),
+                         count(m["input_tokens"]), count(m["output_tokens"]), money(m["cost_usd"]), share])
+    return _table([key, "MODEL", "CALLS", "IN TOKENS", "OUT TOKENS", "COST", "SHARE"], rows, right={2, 3, 4, 5, 6})
 
 
 def _tags(tags: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in tags.items() if k != "run_id") or "(no tags)"
+    return " ".join(f"{printable(k)}={printable(v)}" for k, v in tags.items() if k != "run_id") or "(no tags)"
 
 
-def trace_tree(run: dict) -> str:
+def spend_lines(b) -> list[str]:
+    """Where the money went (a storage.breakdown.RunBreakdown): by alias, by model, repeated prompt."""
+    out = []
+    for title, lines in (("by alias", b.by_alias), ("by model", b.by_model)):
+        parts = [f"{s.name} {money(s.as_dict()['cost_usd'])} ({count(s.calls)} calls, {count(s.input_tokens)} in / "
+                 f"{count(s.output_tokens)} out)" for s in lines]
+        if parts:
+            out.append(f"  {title}: " + " · ".join(parts))
+    r = b.repeats
+    if r is not None and r.input_tokens:
+        saving = (f"; caching would save ~{money(r.saving_nusd / 1e9)}" if r.saving_nusd else
+                  f"; caching would save at most {money(r.saving_max_nusd / 1e9)}" if r.saving_max_nusd else "")
+        out.append(f"  repeated prompt: {r.share:.0%} of input tokens ({count(r.repeated_tokens)} of "
+                   f"{count(r.input_tokens)}) repeat the previous call's prompt{saving}")
+    return out
+
+
+def trace_tree(run: dict, breakdown=None) -> str:
     r = run
-    out = [f"run {r['run_id']}  {r['status']}  {_tags(r['tags'])}",
+    out = [f"run {printable(r['run_id'])}  {r['status']}  {_tags(r['tags'])}",
            f"  {count(r['calls'])} calls · {count(r['input_tokens'])} in / {count(r['output_tokens'])} out tokens · "
            f"{money(r['cost_usd'])} · {ms(r['duration_ms'])} · p50 {ms(r['p50_ms'])} p95 {ms(r['p95_ms'])} · "
            f"{count(r['errors'])} errors · {count(r['retries'])} retries",
            f"  started {r['started_at']}" + (f"  ended {r['ended_at']}" if r.get("ended_at") else "")]
+    e = r.get("expected")
+    if e:
+        out.append(expected_line(e))
     o = r.get("outcome")
     if o:
         extra = "".join([f" score={o['score']}" if o.get("score") is not None else "",
@@ -86,6 +139,8 @@ def trace_tree(run: dict) -> str:
     if r.get("abort_reason"):
         out.append(f"  aborted: {r['abort_reason']}")
     out.append(f"  anomalies: {', '.join(r['anomalies']) if r['anomalies'] else 'none'}")
+    if breakdown is not None:
+        out += spend_lines(breakdown)
     steps = r.get("steps") or []
     for i, s in enumerate(steps):
         last = i == len(steps) - 1
@@ -103,6 +158,17 @@ def trace_tree(run: dict) -> str:
     if not steps:
         out.append("   (no calls stored)")
     return "\n".join(out)
+
+
+def expected_line(e: dict) -> str:
+    """The agent's usual run (p50 / p90 over its recent completed runs), and where this run stands."""
+    c, n, d = e["cost_usd"], e["calls"], e["duration_ms"]
+    head = (f"  usual for {e['agent']} ({e['history_runs']} runs, {e['window_days']}d): "
+            f"cost {money(c['p50'])} / {money(c['p90'])} · calls {n['p50']:g} / {n['p90']:g} · "
+            f"time {ms(d['p50'])} / {ms(d['p90'])} (p50 / p90)")
+    if not e["judged"]:
+        return head + f" · too few runs to judge ({e['min_history']} needed)"
+    return head + f" · this run: {usual(e)} of p90"
 
 
 def _step_line(s: dict) -> str:
@@ -139,9 +205,10 @@ def search_results(doc: dict, bold: bool) -> str:
         return "no calls match"
     out = []
     for r in results:
-        where = f"{r['run_id']} #{r['seq']}" if r.get("run_id") else "(no run)"
-        out.append(f"{r['call_id']}  {where}  {r.get('provider') or '?'}/{r.get('model') or '?'}  score {r['score']}")
-        snippet = " ".join((r.get("snippet") or "").split())
+        where = f"{printable(r['run_id'])} #{r['seq']}" if r.get("run_id") else "(no run)"
+        model = printable(r.get("model") or "?")
+        out.append(f"{r['call_id']}  {where}  {r.get('provider') or '?'}/{model}  score {r['score']}")
+        snippet = printable(" ".join((r.get("snippet") or "").split()))  # prompt text: escaped before our own bold
         if bold:
             snippet = re.sub(r"\*\*(.+?)\*\*", "\x1b[1m\\1\x1b[0m", snippet)
         out.append(f"    {snippet}")

@@ -7,12 +7,27 @@ import logging
 import os
 import sys
 
+import apsw
+
+from ..calls import Addon
 from ..config.loader import ConfigSet
 from ..errors import ConfigError
 from ..pricing import nanos_to_usd
 from ..settings import resolve_paths
+from ..storage.db import check_writable
 
 log = logging.getLogger("modelux")
+
+
+def register(sub, config_sub, common) -> None:
+    s = sub.add_parser("serve", help="run the proxy (and the TUI in a terminal)")
+    common(s)
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--headless", action="store_true", help="no TUI: the proxy alone, with log lines")
+    s.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (needs MODELUX_TOKEN)")
+    s.add_argument("--quiet", action="store_true", help="no per-call log lines")
+    s.set_defaults(func=run)
 
 
 def _is_loopback(host: str) -> bool:
@@ -35,14 +50,15 @@ def banner(cs: ConfigSet, host: str, port: int, db: str) -> str:
     return "\n".join(lines)
 
 
-def _log_calls(conn, records) -> None:
-    """One line per call, written from the writer thread so the hot path never formats logs."""
-    for r in records:
-        u = r.usage
-        cost = nanos_to_usd(r.cost_nanos)
-        log.info("%s %s %s -> %s/%s %s %s %dms%s%s", r.run_id or "-", r.endpoint, r.alias or r.model, r.provider,
-                 r.model, r.http_status, r.status, r.latency_ms, f" {u.input_tokens}+{u.output_tokens} tok" if u else "",
-                 f" ${cost:.6f}" if cost is not None else (" unpriced" if u else ""))
+class CallLog(Addon):
+    def after_batch(self, conn, records) -> None:
+        """One line per call, written from the writer thread so the hot path never formats logs."""
+        for r in records:
+            u = r.usage
+            cost = nanos_to_usd(r.cost_nanos)
+            log.info("%s %s %s -> %s/%s %s %s %dms%s%s", r.run_id or "-", r.endpoint, r.alias or r.model, r.provider,
+                     r.model, r.http_status, r.status, r.latency_ms, f" {u.input_tokens}+{u.output_tokens} tok" if u else "",
+                     f" ${cost:.6f}" if cost is not None else (" unpriced" if u else ""))
 
 
 def _port_taken(host: str, port: int) -> str | None:
@@ -76,6 +92,7 @@ def run(args) -> int:
 
     from ..proxy.app import create_app
     from ..runtime import Runtime
+    from .http_limits import protocol_for
 
     paths = resolve_paths(args.data_dir, args.config_dir)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -84,6 +101,12 @@ def run(args) -> int:
         rt = Runtime(paths)
     except ConfigError as e:
         print(f"modelux-local: config refused: {e.message}", file=sys.stderr)
+        return 1
+    try:
+        check_writable(paths.db_path)
+    except (apsw.Error, OSError) as e:
+        print(f"modelux-local: cannot write the database {paths.db_path}: {e} (is the data dir writable by you, "
+              "with free space? --data-dir or MODELUX_HOME moves it)", file=sys.stderr)
         return 1
     server_cfg = rt.configs.server.server
     host = args.host or server_cfg.host
@@ -99,7 +122,7 @@ def run(args) -> int:
               file=sys.stderr)
         return 1
     if not args.quiet:
-        rt.writer.after_batch.append(_log_calls)
+        rt.hooks.add(CallLog())
     app = create_app(rt)
     from .cassette_cmd import banner_line, playback_for  # --cassette / --on-miss, and the dev cache
 
@@ -108,12 +131,14 @@ def run(args) -> int:
         return pb
     from ..playback import attach
 
-    attach(app.state.gateway, pb)
+    attach(app.state.gateway, rt.hooks, pb)
     tui = not args.headless and sys.stdout.isatty()
     print(banner(rt.configs, host, port, str(paths.db_path)), file=sys.stderr, flush=True)
     if banner_line(pb):
         print(banner_line(pb), file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+    limits = rt.configs.server.limits
+    http = protocol_for(limits.max_header_kb, limits.header_timeout_s)  # header size and read time
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http=http, lifespan="on",
                             log_level="warning", access_log=False, timeout_graceful_shutdown=30,
                             proxy_headers=False)  # we bind loopback; no X-Forwarded-* to trust
     freeze_startup_heap()

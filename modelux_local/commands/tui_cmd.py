@@ -35,6 +35,7 @@ def serve_with_tui(rt, config, paths) -> int:
     (uvicorn's shutdown runs the lifespan, which drains the writer)."""
     import uvicorn
 
+    from ..storage.db import private_file
     from ..tui.app import ModeluxApp
     from ..tui.data import DataSource
 
@@ -44,6 +45,7 @@ def serve_with_tui(rt, config, paths) -> int:
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
+    private_file(log_path)  # call lines name runs and models: owner-only, like the database
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)

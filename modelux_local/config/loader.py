@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -81,12 +82,29 @@ def _locate(text: str, raw: dict, key: str) -> tuple[int | None, str]:
     return _line_of(text, key, after) or _line_of(text, key), ".".join(tables)
 
 
+def _check_finite(obj: object, text: str, path: Path, key: str | None = None) -> None:
+    """NaN and infinities are valid TOML but no valid setting: a NaN budget or price compares
+    false with everything, so it would silently disable what it configures. Checked for every
+    key, so keys added later are covered without a line here."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        line, where = _locate(text, tomllib.loads(text), key) if key else (None, "")
+        name = f"{where}.{key}" if where and key else key
+        raise ConfigError(f"{name} = {obj}: numbers must be finite", file=str(path), line=line, key=key)
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_finite(v, text, path, str(k))
+    elif isinstance(obj, list):
+        for v in obj:
+            _check_finite(v, text, path, key)
+
+
 def _decode(text: str, path: Path, typ: type[T]) -> T:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"line (\d+)", str(e))
         raise ConfigError(f"invalid TOML: {e}", file=str(path), line=int(m.group(1)) if m else None) from None
+    _check_finite(raw, text, path)
     try:
         return msgspec.convert(raw, typ)
     except msgspec.ValidationError as e:
@@ -133,10 +151,6 @@ def _check_routing(name: str, rc: RoutingConfig, server: ServerConfig, text: str
                 known = ", ".join(sorted(server.providers)) or "none"
                 raise fail(f"unknown provider {t.provider!r} (providers in {SERVER_FILE}: {known})", alias_name,
                            "provider", t.provider)
-            if t.weight <= 0:
-                raise fail("weight must be > 0", alias_name, "weight")
-        if alias.retries.attempts < 0:
-            raise fail("retries.attempts must be >= 0", alias_name, "attempts")
 
 
 def load_dir(directory: Path | None) -> ConfigSet:
@@ -151,6 +165,9 @@ def load_dir(directory: Path | None) -> ConfigSet:
     for pname, p in server.providers.items():
         if not _NAME_RE.match(pname) or "/" in pname:
             raise ConfigError(f"provider name {pname!r} must be letters, digits, '-', '_' or '.'", file=str(server_path), line=_line_of(server_text, pname))
+        if p.responses == "native" and p.kind != "openai":
+            raise ConfigError(f"provider {pname!r}: responses = \"native\" needs kind = \"openai\" (an upstream "
+                              "serving /v1/responses)", file=str(server_path), line=_line_of(server_text, pname))
     routing: dict[str, RoutingConfig] = {}
     texts: dict[str, str] = {}
     files: dict[str, str] = {}

@@ -1,11 +1,38 @@
-"""The config file shapes. Frozen Structs that refuse unknown keys, so typos fail loudly."""
+"""The config file shapes. Frozen Structs that refuse unknown keys, so typos fail loudly.
+
+Every number is range-checked by its type: use one of the annotated types below for a new
+numeric key (msgspec checks the bounds; the loader names file, line and key on a violation, and
+refuses NaN and infinities for every key, whatever its type):
+
+    PositiveFloat / PositiveInt   > 0            (limits, sizes, windows, weights)
+    NonNegFloat / NonNegInt       >= 0           (prices, counts, budgets; 0 is meaningful)
+    Fraction                      0 .. 1         (rates, thresholds such as warn_at)
+    Seconds                       > 0, <= 30 days (timeouts, idle times, deadlines)
+    Millis                        >= 0, <= 1 hour (latencies, backoff)
+    Port                          0 .. 65535
+Ints are also capped at 2**53 (exact in JSON and SQLite) and floats at 1e15 (money and sizes
+stay far from overflow).
+"""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
-RETRY_ON = ("429", "5xx", "timeout", "connect")
+_MAX_INT, _MAX_FLOAT = 2**53, 1e15
+PositiveFloat = Annotated[float, Meta(gt=0, le=_MAX_FLOAT)]
+NonNegFloat = Annotated[float, Meta(ge=0, le=_MAX_FLOAT)]
+PositiveInt = Annotated[int, Meta(gt=0, le=_MAX_INT)]
+NonNegInt = Annotated[int, Meta(ge=0, le=_MAX_INT)]
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+Seconds = Annotated[float, Meta(gt=0, le=30 * 86400)]
+Millis = Annotated[float, Meta(ge=0, le=3_600_000)]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+HttpStatus = Annotated[int, Meta(ge=100, le=599)]
+MAX_RETRIES = 100  # retries per target: the backoff doubles each time (2**1024 overflowed a float)
+
+RETRY_ON = ("429", "5xx", "timeout", "connect", "upstream_invalid")
 
 
 class _S(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -14,7 +41,7 @@ class _S(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
 
 class ServerSection(_S, kw_only=True):
     host: str = "127.0.0.1"
-    port: int = 4000
+    port: Port = 4000
 
 
 class Bind(_S, kw_only=True):
@@ -30,34 +57,35 @@ class RoutingSection(_S, kw_only=True):
 class MockModel(_S, kw_only=True):
     """Behaviour of one model of a `mock` provider."""
 
-    latency_ms: float = 0.0           # total time of a non-streamed answer
-    ttft_ms: float = 0.0              # time to the first streamed chunk; the rest spread until latency_ms
-    error_rate: float = 0.0           # share of calls answered with `error_status`
-    error_status: int = 500
-    output_tokens: int = 0            # 0 = derived from the request
-    embedding_dim: int = 256
+    latency_ms: Millis = 0.0          # total time of a non-streamed answer
+    ttft_ms: Millis = 0.0             # time to the first streamed chunk; the rest spread until latency_ms
+    error_rate: Fraction = 0.0        # share of calls answered with `error_status`
+    error_status: HttpStatus = 500
+    output_tokens: NonNegInt = 0      # 0 = derived from the request
+    embedding_dim: Annotated[int, Meta(gt=0, le=65536)] = 256
 
 
 class ProviderConfig(_S, kw_only=True):
     kind: Literal["openai", "anthropic", "gemini", "mock"]
     base_url: str | None = None
     api_key_env: str | None = None    # keys come from the environment, never from files
-    timeout_s: float = 60.0
+    timeout_s: Seconds = 60.0
     headers: dict[str, str] = {}
-    max_tokens: int = 4096            # anthropic: its API requires max_tokens; used when the request has none
+    max_tokens: PositiveInt = 4096    # anthropic: its API requires max_tokens; used when the request has none
     api_version: str | None = None    # anthropic: anthropic-version header
-    max_connections: int = 100
+    max_connections: Annotated[int, Meta(gt=0, le=10_000)] = 100
     seed: int = 0                     # mock: seed of the error draw
     models: dict[str, MockModel] = {}  # mock: per-model behaviour
+    responses: Literal["translate", "native"] = "translate"  # openai: "native" forwards /v1/responses as is
 
 
 class Budget(_S, kw_only=True):
     match: dict[str, str] = {}
-    max_cost_usd: float | None = None
-    max_calls: int | None = None
-    max_tokens: int | None = None
-    max_duration_s: float | None = None
-    warn_at: float | None = None
+    max_cost_usd: NonNegFloat | None = None
+    max_calls: NonNegInt | None = None
+    max_tokens: NonNegInt | None = None
+    max_duration_s: Seconds | None = None
+    warn_at: Fraction | None = None
 
 
 # the events a webhook can subscribe to; a misspelt one is a config error, not a silent never
@@ -72,35 +100,46 @@ class Webhook(_S, kw_only=True):
 
 
 class AnomaliesSection(_S, kw_only=True):
-    loop_repeats: int = 5
-    retry_storm: int = 5
-    retry_window_s: float = 60.0
+    loop_repeats: PositiveInt = 5
+    retry_storm: PositiveInt = 5
+    retry_window_s: Seconds = 60.0
+    # `cost`: judged once an agent has this many completed runs; fires past its p95 and this x its median
+    cost_min_history: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 20
+    cost_factor: Annotated[float, msgspec.Meta(ge=1.0, le=1000.0)] = 2.0
 
 
 class LimitsSection(_S, kw_only=True):
-    max_body_mb: float = 10.0
+    """[limits]: bounds on what a client controls; each refusal names its key."""
+
+    max_body_mb: Annotated[float, Meta(gt=0, le=4096)] = 10.0
+    max_json_depth: Annotated[int, Meta(ge=2, le=10_000)] = 64        # nesting of a request body's arrays/objects
+    max_n: Annotated[int, Meta(ge=1, le=1_000_000)] = 128              # `n` for any provider (OpenAI's own maximum)
+    mock_max_n: Annotated[int, Meta(ge=1, le=1_000_000)] = 16          # `n` for the mock provider
+    mock_max_tokens: Annotated[int, Meta(ge=1, le=_MAX_INT)] = 1_000_000            # max_tokens / max_completion_tokens for the mock
+    max_header_kb: Annotated[float, Meta(gt=0, le=1024 * 1024)] = 64.0  # request line + headers; 431 beyond (read at start)
+    header_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0    # to receive them; the connection is closed after
 
 
 class RunsSection(_S, kw_only=True):
-    idle_timeout_s: float = 300.0
+    idle_timeout_s: Seconds = 300.0
 
 
 class Price(_S, kw_only=True):
     """USD per million tokens."""
 
-    input: float
-    output: float = 0.0
-    cached_input: float | None = None
-    cache_write: float | None = None
+    input: NonNegFloat
+    output: NonNegFloat = 0.0
+    cached_input: NonNegFloat | None = None
+    cache_write: NonNegFloat | None = None
 
 
 class PromotionSection(_S, kw_only=True):
     """[promotion]: the gate `config promote` applies to a replay, and how replays judge quality."""
 
-    max_success_drop_pp: float = 2.0           # agent success may fall by at most this many points
-    max_p95_latency_increase_pct: float = 25.0  # p95 run latency may rise by at most this much
-    max_error_rate_increase_pp: float = 1.0    # error rate per request may rise by at most this many points
-    similarity_threshold: float = 0.8          # `similarity` evaluator: cosine at or above it accepts
+    max_success_drop_pp: NonNegFloat = 2.0            # agent success may fall by at most this many points
+    max_p95_latency_increase_pct: NonNegFloat = 25.0  # p95 run latency may rise by at most this much
+    max_error_rate_increase_pp: NonNegFloat = 1.0     # error rate per request may rise by at most this many points
+    similarity_threshold: Annotated[float, Meta(ge=-1, le=1)] = 0.8  # `similarity` evaluator: cosine at or above it accepts
     embedder: str = "@embedder"                # alias that embeds answers for `similarity`
     judge: str = "@judge"                      # alias that judges for `judge`
     judge_rubric: str = "Which answer does the task better: correct, complete, and following the instructions?"
@@ -122,16 +161,17 @@ class ServerConfig(_S, kw_only=True):
 
 
 class Retries(_S, kw_only=True):
-    attempts: int = 1                 # retries after the first try, per target
-    backoff_ms: float = 250.0
-    on: list[Literal["429", "5xx", "timeout", "connect"]] = msgspec.field(default_factory=lambda: list(RETRY_ON))
+    attempts: Annotated[int, Meta(ge=0, le=MAX_RETRIES)] = 1  # retries after the first try, per target
+    backoff_ms: Millis = 250.0
+    on: list[Literal["429", "5xx", "timeout", "connect", "upstream_invalid"]] = msgspec.field(default_factory=lambda: list(RETRY_ON))
 
 
 class Target(_S, kw_only=True):
     provider: str
     model: str
-    weight: float = 1.0
-    timeout_s: float | None = None
+    weight: PositiveFloat = 1.0
+    timeout_s: Seconds | None = None
+    stream_timeout_s: Seconds | None = None  # a stream's whole duration; None = the alias's
 
 
 class Cache(_S, kw_only=True):
@@ -149,7 +189,8 @@ class Alias(_S, kw_only=True):
     strategy: Literal["fallback", "loadbalance"] = "fallback"
     targets: list[Target]
     retries: Retries = Retries()
-    timeout_s: float | None = None
+    timeout_s: Seconds | None = None
+    stream_timeout_s: Seconds | None = None  # a stream's whole duration; None = no deadline
     cache: Cache | None = None        # off by default (playback room)
 
 

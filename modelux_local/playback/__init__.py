@@ -7,7 +7,7 @@
 - source.py     what the gateway asks before routing (`Playback.lookup`) and `observe`s after
 - save.py       recorded runs from the database as cassette entries (`cassette save`)
 
-Framework-free: the proxy calls it through one seam (proxy/gateway.py, "playback seam").
+Framework-free: the calls/ dispatcher asks it through its `Source` protocol before routing.
 """
 from .format import Cassette, CassetteError, Entry, load
 from .matcher import CassetteMiss

@@ -2,8 +2,8 @@
 
 `Playback.lookup(ctx, raw, cache)` runs on the event loop for every call once attached (a few dict
 lookups when neither a cassette nor a cache applies). It returns a `Hit` to answer the call, None
-to route it normally, or raises `CassetteMiss` (`--on-miss error`). `observe(rec)`, an `on_record`
-listener, keeps the answers of calls it let through that should be remembered: misses in
+to route it normally, or raises `CassetteMiss` (`--on-miss error`). `after(ctx, rec)`, its
+calls.Addon hook, keeps the answers of calls it let through that should be remembered: misses in
 `--on-miss record` (appended to the cassette by a worker thread, written atomically) and
 cacheable calls. A served call's record is free (`FREE_PRICES`) and says what it saved.
 """
@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from ..calls import Addon
 from ..core.durations import parse_duration
 from ..core.usage import Usage, usage_of_body
 from ..pricing.book import NANOS_PER_USD, Rates
@@ -74,7 +75,7 @@ class Hit:
         return (as_stream(self.entry) if self.stream else as_result(self.entry)), self.target
 
 
-class Playback:
+class Playback(Addon):
     def __init__(self, cassette: Cassette | None = None, on_miss: str = "error"):
         if on_miss not in ON_MISS:
             raise ValueError(f"on_miss must be one of {', '.join(ON_MISS)}, not {on_miss!r}")
@@ -144,8 +145,11 @@ class Playback:
 
     # -- remembering what was let through ------------------------------------------------------
 
+    def after(self, ctx: Any, rec: Any) -> None:  # calls.Addon's hook, once per call
+        self.observe(rec)
+
     def observe(self, rec: Any) -> None:
-        """on_record listener: cheap when nothing is pending (one dict lookup)."""
+        """Cheap when nothing is pending (one dict lookup)."""
         if not self._pending:
             return
         item = self._pending.pop(rec.call_id, None)
@@ -208,6 +212,7 @@ def load_playback(path: str | Path | None, on_miss: str = "error") -> Playback:
     return Playback(cas, on_miss)
 
 
-def attach(gateway: Any, playback: Playback) -> None:
-    gateway.playback = playback
-    gateway.on_record.append(playback.observe)
+def attach(gateway: Any, hooks: Any, playback: Playback) -> None:
+    """The proxy's dispatcher asks `playback` before routing; its `after` hook remembers answers."""
+    gateway.dispatcher.source = playback
+    hooks.add(playback)

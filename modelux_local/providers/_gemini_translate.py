@@ -17,7 +17,7 @@ from typing import Any
 from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError
 from ._openai_shapes import (bad_request, base64_data_url, check_params, chunk_json, decode_json, error_object,
-                             image_url_of, openai_error_body, text_of, tool_call_arguments, usage_chunk_json,
+                             image_url_of, invalid_answer, openai_error_body, text_of, tool_call_arguments, usage_chunk_json,
                              vendor_error)
 
 REFUSED = {
@@ -368,14 +368,17 @@ class StreamTranslator:
         self.raw_usage: list[Any] = []  # the final usage, once the stream has ended
         self.started = False
         self.tool_counts: dict[int, int] = {}  # candidate index -> tool calls emitted so far
+        self.finished = False                  # a finishReason came: the stream was not cut
 
     def _chunk(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
         return chunk_json(self.id, self.created, self.model, index, delta, finish)
 
     def feed_sse(self, event: str, data: str) -> list[bytes]:
-        """One SSE event as it came off the wire (Gemini names no events); non-JSON is skipped."""
+        """One SSE event as it came off the wire (Gemini names no events); non-JSON is upstream_invalid."""
         parsed = decode_json(data)
-        return [] if parsed is None else self.feed(parsed)
+        if parsed is None:
+            raise invalid_answer(self.provider, "a stream event that is not JSON", body=data.encode())
+        return self.feed(parsed)
 
     def feed(self, data: Any) -> list[bytes]:
         if isinstance(data, list) or (isinstance(data, dict) and "error" in data):
@@ -404,6 +407,7 @@ class StreamTranslator:
                 out.append(self._chunk(index, {"tool_calls": [{"index": start + k, **call}]}))
         finish = _finish(cand.get("finishReason"), self.tool_counts.get(index, 0) > 0)
         if finish:
+            self.finished = True
             out.append(self._chunk(index, {}, finish))
         return out
 
@@ -414,7 +418,9 @@ class StreamTranslator:
         if self.usage is not None:
             self.raw_usage.append(self.usage)  # cumulative: only the final one counts
         if not self.started:
-            raise UpstreamError(f"{self.provider}: stream ended without any chunk", status=None, category="connect")
+            raise invalid_answer(self.provider, "stream ended without any chunk")
+        if not self.finished:
+            raise invalid_answer(self.provider, "stream ended before a finishReason")
         return [usage_chunk_json(self.id, self.created, self.model, self.final_usage())]
 
 

@@ -15,7 +15,7 @@ import aiohttp
 
 from ..config.schema import ProviderConfig
 from ..errors import UpstreamError, category_for_status
-from ._openai_shapes import decode_json, openai_error_body
+from ._openai_shapes import decode_json, invalid_answer, openai_error_body
 from ._sse import iter_sse, prefetch, stream_closer
 from .base import ChatStream
 
@@ -127,9 +127,10 @@ class HTTPProviderBase:
         return body
 
     async def complete_json(self, url: str, data: bytes, headers: Any, timeout_s: float) -> dict[str, Any]:
-        parsed = decode_json(await self.complete(url, data, headers, timeout_s))
+        body = await self.complete(url, data, headers, timeout_s)
+        parsed = decode_json(body)
         if not isinstance(parsed, dict):
-            raise UpstreamError(f"{self.name}: upstream answered with invalid JSON", status=502, category="5xx")
+            raise invalid_answer(self.name, "the answer is not a JSON object", body=body)
         return parsed
 
     async def open_stream(self, url: str, data: bytes, headers: Any, timeout_s: float) -> aiohttp.ClientResponse:

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 
@@ -30,6 +32,29 @@ def openai_error_body(message: str, type_: str = "upstream_error", code: str | N
     return encode_json({"error": {"message": message, "type": type_, "code": code, "param": param}})
 
 
+def invalid_answer(provider: str, why: str, status: int | None = 200, body: bytes = b"") -> UpstreamError:
+    """A 200 (usually) that is not the answer asked for: not JSON, HTML, no choices, an in-band
+    error, a stream without its terminator. Routing retries/falls back on it like a 5xx
+    (category `upstream_invalid`); the attempt keeps the upstream's real status."""
+    start = body[:120].decode("utf-8", "replace").strip()
+    msg = f"{provider}: upstream_invalid: {why}" + (f" (it began {start!r})" if start else "")
+    return UpstreamError(msg, status=status, category="upstream_invalid",
+                         body=openai_error_body(msg, "upstream_error", "upstream_invalid"))
+
+
+def checked_answer(provider: str, payload: Any, ok: bool, what: str) -> None:
+    """Raises upstream_invalid unless `ok`: a translating kind's 200 that is not `what`
+    (an in-band `error` object is named by its message)."""
+    if ok:
+        return
+    msg = error_object(payload).get("message")
+    raise invalid_answer(provider, f"an error inside a 200 answer: {msg}" if msg else f"the answer is not {what}",
+                         body=encode_json(payload)[:200])
+
+
+TRANSLATION_ERRORS = (TypeError, AttributeError, KeyError, ValueError, IndexError)  # a field of the wrong type
+
+
 def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> UpstreamError:
     """A request the provider cannot express: a 400 that passes through to the client."""
     return UpstreamError(
@@ -38,6 +63,25 @@ def bad_request(message: str, *, param: str | None = None, code: str | None = No
         category=None,
         body=openai_error_body(message, "invalid_request_error", code or "unsupported_parameter", param),
     )
+
+
+_PATH_SAFE_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@-]{0,199}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def checked_model(model: str, *, in_path: bool = False) -> str:
+    """The upstream model name, refused with a 400 when it cannot be one: control characters or
+    over 200 characters for every kind; for a kind that puts it in the URL path (gemini), anything
+    but letters, digits and `._+@-` (no `/`, `..`, `?`, `#`, `%`), and quoted as well."""
+    if not model or len(model) > 200 or _CONTROL.search(model):
+        raise bad_request(f"model name {model[:60]!r} is not a valid upstream model name", param="model",
+                          code="invalid_model")
+    if in_path:
+        if not _PATH_SAFE_MODEL.fullmatch(model) or ".." in model:
+            raise bad_request(f"model name {model[:60]!r} may only contain letters, digits and . _ + @ - "
+                              "(it becomes part of the upstream URL)", param="model", code="invalid_model")
+        return quote(model, safe="")
+    return model
 
 
 def error_object(payload: Any) -> dict[str, Any]:

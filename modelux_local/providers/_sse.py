@@ -50,11 +50,17 @@ class _Lines:
         return bytes(self._tail)
 
 
+class StreamIncomplete(Exception):
+    """The upstream closed the stream cleanly but before its terminator (or mid-line)."""
+
+
 async def iter_sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """The payload of each `data:` line, stripped, as bytes; ends at `data: [DONE]` or at EOF.
+    """The payload of each `data:` line, stripped, as bytes, until `data: [DONE]`.
 
     One yield per data line, not per event: an OpenAI-compatible server sends each chunk's
     JSON on a single line. Blank separators, `event:`/`id:` lines and `:` comments are skipped.
+    Raises StreamIncomplete when the body ends without `[DONE]` or inside a line: a cut stream
+    must not pass for a finished one.
     """
     lines = _Lines()
     async for chunk in content.iter_any():
@@ -65,11 +71,10 @@ async def iter_sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
                     return
                 if payload:
                     yield payload
-    line = lines.rest()
-    if line.startswith(b"data:"):
-        payload = line[5:].strip()
-        if payload and payload != b"[DONE]":
-            yield payload
+    rest = lines.rest().strip()
+    if rest == b"data: [DONE]" or rest == b"data:[DONE]":
+        return  # a last line without its newline, but complete
+    raise StreamIncomplete("the stream was cut inside an event" if rest else "the stream ended without data: [DONE]")
 
 
 @dataclass(slots=True)

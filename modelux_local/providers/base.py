@@ -7,10 +7,13 @@ routing category, so retry and fallback decisions stay in routing/.
 """
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
 from ..core.usage import Usage
+from ..errors import UpstreamError
 
 
 @dataclass(slots=True)
@@ -20,6 +23,8 @@ class ChatRequest:
     stream: bool
     timeout_s: float
     raw: bytes | None = None  # the encoded body when no change was needed (forward as is)
+    stream_timeout_s: float | None = None  # the target's deadline for a whole stream
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
@@ -42,6 +47,40 @@ class ChatStream:
     events: AsyncIterator[bytes]
     raw_usage: list[Any] = field(default_factory=list)  # provider-reported usage, appended as seen
     close: Any = None  # plain (sync) callable that drops the upstream request; must not await
+
+
+def with_deadline(stream: ChatStream, req: ChatRequest, provider: str) -> ChatStream:
+    """Ends `stream` with a timeout error once `req.stream_timeout_s` has passed since the
+    request started: a trickling upstream (each chunk inside timeout_s) cannot hold a call for ever."""
+    if req.stream_timeout_s:
+        stream.events = _until(stream.events, req.started + req.stream_timeout_s, req.stream_timeout_s, provider)
+    return stream
+
+
+async def _until(events: AsyncIterator[bytes], deadline: float, limit_s: float, provider: str) -> AsyncIterator[bytes]:
+    it = events.__aiter__()
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise asyncio.TimeoutError
+            chunk = await asyncio.wait_for(it.__anext__(), left)  # cancels the read (and its connection) on time
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            await _aclose(it)
+            raise UpstreamError(f"{provider}: stream timed out: still streaming after stream_timeout_s = {limit_s:g} s",
+                                status=504, category="timeout") from None
+        yield chunk
+
+
+async def _aclose(it: Any) -> None:
+    close = getattr(it, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:  # already finished by the cancellation
+            pass
 
 
 class Provider(Protocol):

@@ -15,8 +15,9 @@ from ..config.schema import ProviderConfig
 from ..errors import UpstreamError
 from . import _gemini_translate as tr
 from ._http import HTTPProviderBase
-from ._openai_shapes import decode_json, encode_json
-from .base import ChatRequest, ChatResult, ChatStream
+from ._openai_shapes import (TRANSLATION_ERRORS, checked_answer, checked_model, decode_json, encode_json,
+                             invalid_answer)
+from .base import ChatRequest, ChatResult, ChatStream, with_deadline
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_KEY_ENVS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
@@ -51,22 +52,33 @@ class GeminiProvider(HTTPProviderBase):
 
     async def chat(self, req: ChatRequest) -> ChatResult:
         payload = tr.request_to_gemini(req.body, self.signatures)
-        resp = await self.complete_json(f"{self.base}{req.model}:generateContent", encode_json(payload),
-                                        self._headers(), req.timeout_s)
-        out, usage = tr.response_to_openai(resp, req.model, self.signatures, self.name)
+        url = f"{self.base}{checked_model(req.model, in_path=True)}:generateContent"
+        resp = await self.complete_json(url, encode_json(payload), self._headers(), req.timeout_s)
+        blocked = bool((resp.get("promptFeedback") or {}).get("blockReason"))  # a 400, said by the translation
+        checked_answer(self.name, resp, isinstance(resp.get("candidates"), list) or blocked, "a generateContent answer")
+        try:
+            out, usage = tr.response_to_openai(resp, req.model, self.signatures, self.name)
+        except TRANSLATION_ERRORS as e:
+            raise invalid_answer(self.name, f"the answer has a field of an unexpected type ({e})") from None
         return ChatResult(status=200, body=encode_json(out), usage=usage, raw_usage=resp.get("usageMetadata"))
 
     async def chat_stream(self, req: ChatRequest) -> ChatStream:
         payload = tr.request_to_gemini(req.body, self.signatures)
         headers = self._headers()
-        url = f"{self.base}{req.model}:streamGenerateContent?alt=sse"
+        url = f"{self.base}{checked_model(req.model, in_path=True)}:streamGenerateContent?alt=sse"
         # A blocked prompt or an error chunk at the start raises here, before any bytes go out.
-        return await self.open_translated_stream(url, encode_json(payload), headers, req.timeout_s,
-                                                 tr.StreamTranslator(req.model, self.name, self.signatures))
+        stream = await self.open_translated_stream(url, encode_json(payload), headers, req.timeout_s,
+                                                   tr.StreamTranslator(req.model, self.name, self.signatures))
+        return with_deadline(stream, req, self.name)
 
     async def embeddings(self, body: dict[str, Any], model: str, timeout_s: float) -> ChatResult:
+        path_model = checked_model(model, in_path=True)
         payload, texts = tr.embeddings_request(body, model)
-        resp = await self.complete_json(f"{self.base}{model}:batchEmbedContents", encode_json(payload),
+        resp = await self.complete_json(f"{self.base}{path_model}:batchEmbedContents", encode_json(payload),
                                         self._headers(), timeout_s)
-        out, usage = tr.embeddings_to_openai(resp, model, texts, body.get("encoding_format"))
+        checked_answer(self.name, resp, isinstance(resp.get("embeddings"), list), "a batchEmbedContents answer")
+        try:
+            out, usage = tr.embeddings_to_openai(resp, model, texts, body.get("encoding_format"))
+        except TRANSLATION_ERRORS as e:
+            raise invalid_answer(self.name, f"the answer has a field of an unexpected type ({e})") from None
         return ChatResult(status=200, body=encode_json(out), usage=usage, raw_usage=resp.get("usageMetadata"))

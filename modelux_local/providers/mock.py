@@ -17,11 +17,11 @@ from typing import Any, AsyncIterator
 
 import msgspec
 
-from ..config.schema import MockModel, ProviderConfig
+from ..config.schema import LimitsSection, MockModel, ProviderConfig
 from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError, category_for_status
-from ._openai_shapes import openai_error_body
-from .base import ChatRequest, ChatResult, ChatStream
+from ._openai_shapes import bad_request, openai_error_body
+from .base import ChatRequest, ChatResult, ChatStream, with_deadline
 
 _WORDS = ("the plan covers data sources, checks each step, and reports what was found; results look "
           "consistent with the request and the next action is to verify details, compare options, "
@@ -42,10 +42,11 @@ def count_tokens(text: str) -> int:
 
 
 class MockProvider:
-    def __init__(self, name: str, cfg: ProviderConfig):
+    def __init__(self, name: str, cfg: ProviderConfig, limits: LimitsSection | None = None):
         self.name = name
         self.kind = "mock"
         self.cfg = cfg
+        self.limits = limits or LimitsSection()
         self._rng = random.Random(cfg.seed)
 
     def _model(self, model: str) -> MockModel:
@@ -69,8 +70,7 @@ class MockProvider:
         in_tokens = count_tokens(prompt) + 4 * len(messages)
         tools = body.get("tools") or []
         last = messages[-1] if isinstance(messages[-1], dict) else {}
-        n = int(body.get("n") or 1)
-        cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        n, cap = self._checked_sizes(body)
         choices, out_tokens = [], 0
         for i in range(n):
             if tools and body.get("tool_choice") != "none" and last.get("role") != "tool":
@@ -81,6 +81,23 @@ class MockProvider:
             choices.append({"index": i, "message": msg, "finish_reason": finish, "logprobs": None})
             out_tokens += toks
         return choices, Usage(input_tokens=in_tokens, output_tokens=out_tokens)
+
+    def _checked_sizes(self, body: dict) -> tuple[int, Any]:
+        """`n` and the token cap, refused past [limits] mock_max_n / mock_max_tokens: the mock
+        builds every choice in memory on the event loop, so an unbounded `n` would stall it."""
+        n = body.get("n")
+        n = 1 if n is None else n
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= self.limits.mock_max_n:
+            raise bad_request(f"'n' must be an integer from 1 to {self.limits.mock_max_n} for the mock provider "
+                              f"([limits] mock_max_n), got {n!r:.40}", param="n", code="invalid_value")
+        for key in ("max_completion_tokens", "max_tokens"):
+            cap = body.get(key)
+            if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool)
+                                    or not 1 <= cap <= self.limits.mock_max_tokens):
+                raise bad_request(f"'{key}' must be an integer from 1 to {self.limits.mock_max_tokens} for the mock "
+                                  f"provider ([limits] mock_max_tokens), got {cap!r:.40}", param=key,
+                                  code="invalid_value")
+        return n, body.get("max_completion_tokens") or body.get("max_tokens")
 
     def _text(self, last: dict, model: str, seed: bytes, i: int, body: dict, cap: Any) -> tuple[str, str]:
         topic = " ".join(_WORD_RE.findall(_text_of(last.get("content")).lower())[:8]) or "the task"
@@ -118,7 +135,12 @@ class MockProvider:
         return {"role": "assistant", "content": None, "tool_calls": [call]}, count_tokens(args) + 8, "tool_calls"
 
     def _completion(self, body: dict, model: str) -> tuple[dict, Usage]:
-        choices, usage = self._answer(body, model)
+        try:
+            choices, usage = self._answer(body, model)
+        except (TypeError, AttributeError, ValueError, KeyError, IndexError) as e:
+            # a field of the wrong type somewhere (a real API answers those with a 400 too)
+            raise bad_request(f"mock: the request has a field of an unexpected type ({type(e).__name__}: {e})",
+                              code="invalid_type") from None
         return {"id": "chatcmpl-mock" + hashlib.sha1(repr(choices).encode()).hexdigest()[:20],
                 "object": "chat.completion", "created": int(time.time()), "model": model,
                 "choices": choices, "usage": usage_to_openai(usage), "system_fingerprint": "mock"}, usage
@@ -137,13 +159,12 @@ class MockProvider:
         resp, usage = self._completion(req.body, req.model)
         await _sleep(m.ttft_ms, req.timeout_s)
         self._maybe_fail(m)
-        stream = ChatStream(events=_chunks(resp, usage, m), raw_usage=[resp["usage"]])
-        return stream
+        return with_deadline(ChatStream(events=_chunks(resp, usage, m), raw_usage=[resp["usage"]]), req, self.name)
 
     async def embeddings(self, body: dict[str, Any], model: str, timeout_s: float) -> ChatResult:
         m = self._model(model)
         inputs = body.get("input")
-        items = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        items = [inputs] if isinstance(inputs, str) else inputs if isinstance(inputs, list) else []
         if not items or not all(isinstance(x, str) for x in items):
             raise UpstreamError("mock: 'input' must be a string or a list of strings", status=400, category=None,
                                 body=openai_error_body("'input' must be a string or a list of strings", "invalid_request_error"))

@@ -11,29 +11,42 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
 
 from .. import __version__
 from ..errors import ModeluxError, NotFound, Unauthorized
 from ..runtime import Runtime
-from .errors import JSON, on_http_exception, on_modelux_error, on_unexpected
+from . import control, management, messages, replay_routes, responses
+from .errors import JSON, error_response, on_http_exception, on_unexpected
 from .gateway import Gateway
+from .limits import read_body
 
 
 def _json(obj: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(obj), status_code=status, media_type=JSON)
 
 
-def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
+def on_modelux_error(request: Request, e: ModeluxError) -> Response:
+    if request.url.path.startswith("/v1/messages"):  # Anthropic clients get Anthropic's error shape
+        return messages.error_response(e)
+    return error_response(e)
+
+
+def create_app(rt: Runtime, *, manage_lifecycle: bool = True, openapi: bool = False) -> Litestar:
+    """`openapi`: build the OpenAPI schema (served at /schema/openapi.json); off when serving,
+    used by the schema tests."""
     gw = Gateway(rt)
     token = os.environ.get("MODELUX_TOKEN") or None
 
     @post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        return await gw.chat(await request.body(), request.headers)
+        return await gw.chat(await read_body(request, rt.configs.server.limits), request.headers,
+                             receive=request.receive)
 
     @post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
-        return await gw.embeddings(await request.body(), request.headers)
+        return await gw.embeddings(await read_body(request, rt.configs.server.limits), request.headers,
+                                   receive=request.receive)
 
     @get("/v1/models")
     async def models() -> Response:
@@ -49,8 +62,12 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
 
     @get("/healthz")
     async def healthz() -> Response:
-        return _json({"status": "ok", "version": __version__, "config": rt.snapshot.configs.source,
-                      "queue": rt.writer.pending, "write_failures": rt.writer.failed_batches})
+        st = rt.writer.status()
+        out = {"status": st["state"], "version": __version__, "config": rt.snapshot.configs.source,
+               "queue": st["queued"], "write_failures": st["write_failures"], "storage": st}
+        if st["reason"]:
+            out["reason"] = f"storage: {st['reason']}"
+        return _json(out)
 
     async def read_after_writes(read, key: str, what: str) -> Response:
         """Waits for the calls queued so far to be written (read-your-writes), then reads off the loop."""
@@ -60,9 +77,10 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
             raise NotFound(f"no {what} {key!r}")
         return _json(found)
 
-    @get("/mlx/v1/runs/{run_id:str}")
+    @get("/mlx/v1/runs/{run_id:path}")  # a path parameter: run ids may contain `/`
     async def get_run(run_id: str) -> Response:
-        return await read_after_writes(rt.reader.get_run, run_id, "run")
+        min_history = rt.configs.server.anomalies.cost_min_history  # `expected` judges as the cost check does
+        return await read_after_writes(lambda k: rt.reader.get_run(k, min_history=min_history), run_id.removeprefix("/"), "run")
 
     @get("/mlx/v1/calls/{call_id:str}")
     async def get_call(call_id: str) -> Response:
@@ -94,17 +112,16 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
                 await rt.stop()
 
     from ..analytics import attach
-    from . import control, management, messages, replay_routes
 
-    attach(rt, gw)
-    extra = [h for m in (management, control, replay_routes, messages) for h in m.routes(rt, gw)]
+    attach(rt)
+    extra = [h for m in (management, control, replay_routes, messages, responses) for h in m.routes(rt, gw)]
     app = Litestar(
         route_handlers=[chat_completions, embeddings, models, healthz, get_run, get_call, config_status, *extra],
         exception_handlers={ModeluxError: on_modelux_error, HTTPException: on_http_exception, Exception: on_unexpected},
         before_request=check_token if token else None,
         lifespan=[lifespan],
-        request_max_body_size=None,  # the gateway enforces [limits] max_body_mb with an OpenAI-shaped 413
-        openapi_config=None,
+        request_max_body_size=None,  # read_body enforces [limits] max_body_mb while reading, and follows reloads
+        openapi_config=OpenAPIConfig(title="modelux-local", version=__version__) if openapi else None,
         logging_config=None,
         debug=False,
     )

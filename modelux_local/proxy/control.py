@@ -8,6 +8,7 @@ from ..analytics import guard_of
 from ..analytics.budgets import ABORTED
 from ..analytics.events import mark_aborted, record_outcome
 from ..errors import BadRequest, NotFound
+from .limits import read_body
 
 
 class OutcomeBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -28,11 +29,10 @@ def _decode(raw: bytes, typ: type, what: str):
 
 
 def routes(rt, gateway) -> list:
-    guard = guard_of(gateway)
+    guard = guard_of(rt)
 
-    @post("/mlx/v1/runs/{run_id:str}/outcome", status_code=204)
     async def outcome(run_id: str, request: Request) -> None:
-        body = _decode(await request.body(), OutcomeBody, 'body must be {"success": bool, "score"?: number, "note"?: str}')
+        body = _decode(await read_body(request, rt.configs.server.limits), OutcomeBody, 'body must be {"success": bool, "score"?: number, "note"?: str}')
         out = {"success": body.success, "score": body.score, "note": body.note}
         # queued behind the calls already handed to the writer, so a run's last call lands first
         found = await rt.writer.run(lambda conn: record_outcome(conn, rt.reader, rt.configs.server.webhooks, run_id, out))
@@ -43,9 +43,8 @@ def routes(rt, gateway) -> list:
             guard.signals.completed()
         return None
 
-    @post("/mlx/v1/runs/{run_id:str}/abort", status_code=204)
     async def abort(run_id: str, request: Request) -> None:
-        body = _decode(await request.body(), AbortBody, 'body must be {"reason"?: str}')
+        body = _decode(await read_body(request, rt.configs.server.limits), AbortBody, 'body must be {"reason"?: str}')
         live = guard is not None and run_id in guard.runs
         if not live:
             exists = await rt.writer.run(
@@ -61,4 +60,16 @@ def routes(rt, gateway) -> list:
             guard.signals.events()
         return None
 
-    return [outcome, abort]
+    actions = {"outcome": outcome, "abort": abort}
+
+    # one route with a path parameter, so a run id may contain `/` (sent as is or as %2F):
+    # the action is the last segment, the run id everything before it
+    @post("/mlx/v1/runs/{rest:path}", status_code=204)
+    async def run_action(rest: str, request: Request) -> None:
+        rest = rest.removeprefix("/")
+        run_id, _, action = rest.rpartition("/")
+        if not run_id or action not in actions:
+            raise NotFound(f"no route POST /mlx/v1/runs/{rest}: use /mlx/v1/runs/RUN_ID/outcome or /abort")
+        return await actions[action](run_id, request)
+
+    return [run_action]

@@ -1,35 +1,25 @@
-"""Every error leaves as OpenAI's shape: {"error": {"message", "type", "code", "param"}}."""
+"""Every error leaves as OpenAI's shape: {"error": {"message", "type", "code", "param"}}.
+
+Endpoints with their own error shape (/v1/messages) are chosen in app.py's handler, so this
+module imports no endpoint (it used to import messages.py, which imports it: a cycle)."""
 from __future__ import annotations
 
 import logging
 
-import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from ..calls import error_body
 from ..errors import ModeluxError, UpstreamError
 
 log = logging.getLogger("modelux.proxy")
 JSON = "application/json"
 
 
-def error_body(message: str, type_: str, code: str | None = None, param: str | None = None, **extra) -> bytes:
-    err = {"message": message, "type": type_, "code": code, "param": param, **extra}
-    return msgspec.json.encode({"error": err})
-
-
 def error_response(e: ModeluxError, headers: dict | None = None) -> Response:
     if isinstance(e, UpstreamError) and e.body is not None and e.category is None:
         return Response(e.body, status_code=e.status, media_type=JSON, headers=headers)
     return Response(error_body(e.message, e.type, e.code, e.param), status_code=e.status, media_type=JSON, headers=headers)
-
-
-def on_modelux_error(request: Request, e: ModeluxError) -> Response:
-    if request.url.path.startswith("/v1/messages"):  # Anthropic clients get Anthropic's error shape
-        from .messages import error_response as anthropic_error_response
-
-        return anthropic_error_response(e)
-    return error_response(e)
 
 
 def on_http_exception(_: Request, e: HTTPException) -> Response:

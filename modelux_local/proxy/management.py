@@ -2,8 +2,9 @@
 
 Each route waits for the writer's barrier first (read-your-writes: a call the client has
 seen answered is in the list), then reads on a worker thread with the Reader's
-per-thread connection. The search index hook and the embedding job are registered here
-because this module is the search room's one entry point into the server.
+per-thread connection. The search index addon (FTS rows in the writer's transaction, the
+embedding job in the background) is registered here because this module is the search room's
+one entry point into the server.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import asyncio
 import msgspec
 from litestar import Request, Response, get
 
+from ..calls import Addon, embedder
 from ..errors import BadRequest
-from ..storage import embed_job
 from ..storage.analytics_queries import DEFAULT_LIMIT, analytics, list_runs, make_filter
 from ..storage.search import full_text, index_batch, search_filter, semantic
 
@@ -44,10 +45,22 @@ def _run_filter(request: Request):
                        include_replays=_flag(request, "include_replays"), tag_sep=":")
 
 
+class SearchIndex(Addon):
+    """Indexes each batch of calls for full-text search as it is written; embeds them in the background."""
+
+    def __init__(self, rt):
+        self.rt = rt
+
+    def after_batch(self, conn, records) -> None:
+        index_batch(conn, records)
+
+    def jobs(self):
+        return [embedder.job(self.rt)]
+
+
 def routes(rt, gateway) -> list:
-    if index_batch not in rt.writer.after_batch:  # routes() may be called for more than one app
-        rt.writer.after_batch.append(index_batch)
-        rt.background.append(embed_job.job(rt))
+    if rt.hooks.of(SearchIndex) is None:  # routes() may be called for more than one app
+        rt.hooks.add(SearchIndex(rt))
 
     @get("/mlx/v1/runs")
     async def runs_list(request: Request) -> Response:
@@ -55,14 +68,15 @@ def routes(rt, gateway) -> list:
         sort = request.query_params.get("sort") or "started"
         limit = _int(request, "limit", DEFAULT_LIMIT)
         await rt.writer.barrier()
-        return _json({"runs": await asyncio.to_thread(list_runs, rt.reader, flt, sort, limit)})
+        min_history = rt.configs.server.anomalies.cost_min_history
+        return _json({"runs": await asyncio.to_thread(list_runs, rt.reader, flt, sort, limit, min_history)})
 
     @get("/mlx/v1/analytics")
     async def analytics_view(request: Request) -> Response:
         group_by = request.query_params.get("group_by") or ""
         flt = _run_filter(request)
         await rt.writer.barrier()
-        return _json(await asyncio.to_thread(analytics, rt.reader, group_by, flt))
+        return _json(await asyncio.to_thread(analytics, rt.reader, group_by, flt, _flag(request, "by_model")))
 
     @get("/mlx/v1/search")
     async def search(request: Request) -> Response:
@@ -76,8 +90,7 @@ def routes(rt, gateway) -> list:
             raise BadRequest("limit must be between 1 and 1000", param="limit")
         await rt.writer.barrier()
         if _flag(request, "semantic"):
-            snap = rt.snapshot
-            model, vectors = await embed_job.Embedder(snap.router, snap.providers).embed([query])
+            model, vectors = await embedder.Embedder(rt.snapshot).embed([query])
             results = await asyncio.to_thread(lambda: semantic(rt.reader.conn(), vectors[0], model, flt, query, limit))
             return _json({"query": query, "semantic": True, "model": model, "results": results})
         results = await asyncio.to_thread(lambda: full_text(rt.reader.conn(), query, flt, limit))

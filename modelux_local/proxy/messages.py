@@ -1,6 +1,6 @@
 """POST /v1/messages: the Anthropic Messages format in, routed through the same aliases.
 
-The body is translated to an OpenAI chat body (providers/messages_api.py) and handed to
+The body is translated to an OpenAI chat body (providers/anthropic_in.py) and handed to
 `Gateway.start_chat`, so guards, retries, fallback and records are the chat pipeline's own;
 only the answer is rendered back in Anthropic's format (a message, or Anthropic SSE events).
 
@@ -30,10 +30,11 @@ from litestar.response import Stream
 
 from ..core.tags import TagError, parse_tags
 from ..errors import AllTargetsFailed, BadRequest, ModeluxError, UpstreamError
-from ..providers.messages_api import (ERROR_TYPE, OpenAIChunksToAnthropicEvents, anthropic_request_to_openai,
+from ..providers.anthropic_in import (ERROR_TYPE, OpenAIChunksToAnthropicEvents, anthropic_request_to_openai,
                                       openai_error_to_anthropic, openai_response_to_anthropic)
 from .errors import JSON
-from .gateway import ChatOutcome, Gateway, StreamFormat
+from .gateway import ChatOutcome, ClientGone, Gateway, StreamFormat, until_disconnect
+from .limits import read_body
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -123,20 +124,23 @@ def routes(rt, gw: Gateway) -> list:
     @post("/v1/messages", status_code=200)
     async def messages(request: Request) -> Response:
         clock = (time.time(), time.perf_counter())
-        raw = await request.body()
+        raw = await read_body(request, gw.rt.configs.server.limits)
         try:
             openai_body, tags = _translate(gw, raw, request.headers)
-            out = await gw.start_chat(openai_body, raw, tags, "messages", clock=clock,
-                                      cache=request.headers.get("x-mlx-cache"))
+            out = await until_disconnect(request.receive, gw.start_chat(openai_body, raw, tags, "messages",
+                                                                        clock=clock,
+                                                                        cache=request.headers.get("x-mlx-cache")))
         except ModeluxError as e:
             return error_response(e)
+        except ClientGone:
+            return Response(b"", status_code=499)  # nobody reads it; the call is recorded as client_closed
         return render(out)
 
     @post("/v1/messages/count_tokens", status_code=200)
     async def count_tokens(request: Request) -> Response:
         """An estimate (no provider is called): enough to size a prompt against a context window."""
         try:
-            body = gw.decode(await request.body())
+            body = gw.decode(await read_body(request, gw.rt.configs.server.limits))
             if not isinstance(body.get("messages"), list):
                 raise BadRequest("messages: a list of messages is required", param="messages")
         except ModeluxError as e:

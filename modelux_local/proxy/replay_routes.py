@@ -14,6 +14,7 @@ import logging
 import msgspec
 from litestar import Response, get, post
 
+from ..calls import Addon
 from ..errors import NotFound
 from ..replay import promotion, store
 from ..storage import serving as serving_db
@@ -50,7 +51,7 @@ def routes(rt, gateway) -> list:
             except Exception:  # a failed poll must not end the task: try again next tick
                 log.exception("checking the serving state failed")
 
-    rt.background.append(poll)
+    rt.hooks.add(_Job(poll))
 
     @post("/mlx/v1/config/reload-serving")
     async def reload_serving() -> Response:
@@ -84,6 +85,16 @@ def routes(rt, gateway) -> list:
         return _json(r)
 
     return [reload_serving, serving, config_history, replays, replay]
+
+
+class _Job(Addon):
+    """One background job as an addon."""
+
+    def __init__(self, job):
+        self.job = job
+
+    def jobs(self):
+        return [self.job]
 
 
 def _serving_state(rt) -> dict:

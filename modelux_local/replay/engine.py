@@ -1,8 +1,8 @@
 """Sending recorded requests again through a candidate config (live), or pricing them (reprice).
 
 Live: each selected run's requests go out again in their recorded order, runs in parallel,
-in-process through the same providers, router and attempt loop the proxy uses (never through
-the proxy itself). Replayed calls are written as calls of a replay run `<orig>~r<replay id>`,
+in-process through the proxy's own dispatcher (calls/), with a snapshot of the candidate config
+and a sink of replay rows (never through the HTTP proxy itself). Replayed calls are written as calls of a replay run `<orig>~r<replay id>`,
 with `replay_id` and `original_call_id` set, so they are linked to their originals and kept
 out of live analytics. Reprice: no upstream call at all; the recorded usage is priced at the
 rates of the models the candidate would have routed to.
@@ -11,32 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable
 
 import msgspec
 
+from ..calls import Dispatcher, Hooks, Sink, Snapshot
 from ..config.loader import ConfigSet
 from ..config.schema import RoutingSection
 from ..core.records import CallRecord
 from ..core.usage import Usage, usage_from_openai
-from ..errors import AllTargetsFailed, ModeluxError, UpstreamError
+from ..errors import ModeluxError
 from ..pricing import PriceBook
-from ..providers import ChatRequest, build_provider
-from ..providers.messages_api import anthropic_request_to_openai
-from ..routing import Attempt, Plan, Router, execute
+from ..providers import build_provider
+from ..providers.anthropic_in import anthropic_request_to_openai
+from ..providers.responses_in import responses_request_to_chat
+from ..routing import Plan, Router
 from ..storage.record_rows import assemble_stream
 from .selection import OriginalCall, OriginalRun
 
 _enc = msgspec.json.Encoder().encode
 _dec = msgspec.json.Decoder().decode
-REPLAYABLE = ("chat", "embeddings", "messages")  # messages: replayed as the chat call it was translated to
-
-
-def new_call_id() -> str:
-    return f"call_{time.time_ns():x}{os.urandom(3).hex()}"
+# messages and responses: replayed as the chat call they were translated to
+REPLAYABLE = ("chat", "embeddings", "messages", "responses")
 
 
 def replay_run_id(original_run_id: str, replay_id: str) -> str:
@@ -93,7 +90,9 @@ class Replayer:
         self.maps = maps or {}
         self.submit = submit
         self.max_cost_nusd = max_cost_nusd
-        self.providers = {} if mode == "reprice" else {n: build_provider(n, pc) for n, pc in cs.server.providers.items()}
+        self.providers = {} if mode == "reprice" else {n: build_provider(n, pc, cs.server.limits) for n, pc in cs.server.providers.items()}
+        self.snapshot = Snapshot(cs, self.router, self.prices, self.providers)
+        self.dispatcher = Dispatcher(Hooks(), Sink(self._sink, self._sink_nowait))
         self.spent_nusd = 0           # everything this replay paid for: replayed calls and evaluator calls
         self.requests = 0
         self.stop = asyncio.Event()
@@ -159,7 +158,23 @@ class Replayer:
         return ReplayedCall(oc, "estimated", provider=first.provider, model=first.model,
                             cost_nusd=None if unpriced else round(cost), usage=usage)
 
-    # -- live ------------------------------------------------------------------------------
+    # -- live: through the same dispatcher as the proxy, with the candidate's snapshot and replay rows --
+
+    async def _sink(self, rec: CallRecord) -> None:
+        if self.submit is not None:
+            await self.submit(rec)
+
+    def _sink_nowait(self, rec: CallRecord) -> None:
+        if self.submit is not None:
+            asyncio.ensure_future(self.submit(rec))
+
+    def _stamp(self, original_call_id: str, seen: list[CallRecord]) -> Callable[[CallRecord], None]:
+        def stamp(rec: CallRecord) -> None:
+            rec.config, rec.config_version, rec.replay_id = self.candidate, self.version, self.replay_id
+            rec.original_call_id = original_call_id or None
+            rec.decision["replay"] = {"replay_id": self.replay_id, "original_call_id": original_call_id}
+            seen.append(rec)
+        return stamp
 
     async def replay_call(self, oc: OriginalCall, run_id: str | None, tags: dict[str, str]) -> ReplayedCall:
         try:
@@ -174,107 +189,67 @@ class Replayer:
                 body, _ = anthropic_request_to_openai(body)
             except ModeluxError as e:
                 return ReplayedCall(oc, "skipped", error=f"recorded /v1/messages request: {e.message}")
-        requested = self.maps.get(str(body.get("model")), str(body.get("model")))
-        body["model"] = requested
-        started, t0 = time.time(), time.perf_counter()
-        stream = bool(body.get("stream")) and oc.endpoint != "embeddings"
-        attempts: list[Attempt] = []
+        elif oc.endpoint == "responses":  # the chat body it was routed as, earlier turns included
+            if oc.chat_body is not None:
+                body = _dec(oc.chat_body)
+            elif body.get("previous_response_id"):
+                return ReplayedCall(oc, "skipped", error="recorded /v1/responses call: its earlier turns are not stored")
+            else:
+                try:
+                    body = responses_request_to_chat(body, [])
+                except ModeluxError as e:
+                    return ReplayedCall(oc, "skipped", error=f"recorded /v1/responses request: {e.message}")
+        body["model"] = self.maps.get(str(body.get("model")), str(body.get("model")))
+        return (await self._call(oc, body, tags, "chat" if oc.endpoint in ("messages", "responses") else oc.endpoint))[0]
+
+    async def _call(self, oc: OriginalCall, body: dict, tags: dict[str, str], endpoint: str,
+                    plan: Plan | None = None) -> tuple[ReplayedCall, Any]:
+        """One call through the dispatcher; the replayed call and the provider's result (non-stream)."""
+        seen: list[CallRecord] = []
+        stamp = self._stamp(oc.call_id, seen)
         try:
-            plan = self.plan_for(requested)
-        except ModeluxError as e:
-            return await self._record(oc, run_id, tags, body, None, attempts, started, t0, status="error",
-                                      http_status=e.status, error=e.message, stream=stream)
-        if stream:
-            so = body.get("stream_options")
-            body["stream_options"] = {**(so if isinstance(so, dict) else {}), "include_usage": True}
+            if endpoint == "embeddings":
+                out = await self.dispatcher.embeddings(self.snapshot, body, None, tags, plan=plan, stamp=stamp)
+            else:
+                out = await self.dispatcher.start_chat(self.snapshot, body, None, tags, endpoint, plan=plan,
+                                                       stamp=stamp, buffer=True)
+        except ModeluxError as e:  # the candidate cannot route this model (recorded when in a run)
+            self.requests += 1
+            return ReplayedCall(oc, "error", seen[0].call_id if seen else None, error=e.message), None
+        return self._replayed(oc, out.record, out.result), out.result
 
-        async def send(target):
-            b = {**body, "model": target.model}
-            p = self.providers[target.provider]
-            if oc.endpoint == "embeddings":
-                return await p.embeddings(b, target.model, target.timeout_s), None
-            req = ChatRequest(b, target.model, stream, target.timeout_s, raw=_enc(b))
-            if not stream:
-                return await p.chat(req), None
-            up = await p.chat_stream(req)
-            return up, [e async for e in up.events]
-
-        try:
-            (result, events), target = await execute(plan, send, attempts)
-        except (UpstreamError, AllTargetsFailed) as e:
-            status = e.upstream_status if isinstance(e, UpstreamError) and e.category is None else e.status
-            return await self._record(oc, run_id, tags, body, plan, attempts, started, t0, status="error",
-                                      http_status=status or 502, error=e.message, stream=stream)
-        return await self._record(oc, run_id, tags, body, plan, attempts, started, t0, status="ok", http_status=200,
-                                  target=target, result=result, events=events, stream=stream)
-
-    async def _record(self, oc: OriginalCall, run_id: str | None, tags: dict, body: dict, plan: Plan | None,
-                      attempts: list[Attempt], started: float, t0: float, *, status: str, http_status: int,
-                      stream: bool, target=None, result: Any = None, events: list[bytes] | None = None,
-                      error: str | None = None) -> ReplayedCall:
-        latency = (time.perf_counter() - t0) * 1000
-        usage, message, response = None, None, None
-        if events is not None:
-            assembled = assemble_stream(events)
+    def _replayed(self, oc: OriginalCall, rec: CallRecord, result: Any) -> ReplayedCall:
+        usage, message = rec.usage, None
+        if rec.stream_events is not None:
+            assembled = assemble_stream(rec.stream_events)
             usage = usage_from_openai(assembled.get("usage"))
             message = _first_message(assembled)
         elif result is not None:
-            response = result.body
             decoded = _safe_decode(result.body)
             usage = result.usage or usage_from_openai(decoded.get("usage") if isinstance(decoded, dict) else None)
             message = _first_message(decoded)
-        provider = target.provider if target else (attempts[-1].provider if attempts else None)
-        model = target.model if target else (attempts[-1].model if attempts else None)
         cost = None
-        if usage is not None and provider and model:
-            rates = self.prices.rates(provider, model)
+        if usage is not None and rec.provider and rec.model:
+            rates = self.prices.rates(rec.provider, rec.model)
             cost = rates.cost_nanos(usage) if rates is not None else None
         self.spent_nusd += cost or 0
         self.requests += 1
-        call_id = new_call_id()
-        if self.submit is not None:
-            decision = plan.trace() if plan else {"requested": body.get("model"), "config": self.candidate}
-            decision.update(attempts_made=len(attempts), served_by=target.label if target else None,
-                            replay={"replay_id": self.replay_id, "original_call_id": oc.call_id})
-            await self.submit(CallRecord(
-                call_id=call_id, run_id=run_id, tags=tags, started_at=started,
-                endpoint="chat" if oc.endpoint == "messages" else oc.endpoint,  # the body stored is OpenAI's
-                alias=plan.alias if plan else None, config=self.candidate, config_version=self.version,
-                provider=provider, model=model, status=status, http_status=http_status, usage=usage,
-                latency_ms=latency, ttft_ms=None, stream=stream, attempts=[a.as_dict() for a in attempts],
-                decision=decision, error=error, request=_enc(body), response=response, stream_events=events,
-                replay_id=self.replay_id, original_call_id=oc.call_id or None, price_book=self.prices))
-        return ReplayedCall(oc, status, call_id, provider, model, cost, latency, usage, message, error)
+        return ReplayedCall(oc, rec.status, rec.call_id, rec.provider, rec.model, cost, rec.latency_ms, usage,
+                            message, rec.error)
 
     # -- calls the evaluators make (priced into the replay's own cost, recorded under no run) --
 
     async def aux_call(self, alias: str, body: dict, endpoint: str = "chat") -> dict | None:
         """One evaluator call (embeddings or judge) through the candidate's (else the baseline's) alias."""
-        router = self.router
         try:
-            plan = router.resolve(alias, {})
+            plan = self.router.resolve(alias, {})
         except ModeluxError:
             plan = Router(self.cs).resolve(alias, {})  # the baseline config may define it instead
         oc = OriginalCall("", endpoint, 0.0, alias, None, None, None, "ok", *([None] * 7), False, None, None)
         tags = {"replay_id": self.replay_id, "replay_purpose": "evaluator"}
-        attempts: list[Attempt] = []
-        started, t0 = time.time(), time.perf_counter()
-
-        async def send(target):
-            b = {**body, "model": target.model}
-            p = self.providers[target.provider]
-            if endpoint == "embeddings":
-                return await p.embeddings(b, target.model, target.timeout_s)
-            return await p.chat(ChatRequest(b, target.model, False, target.timeout_s, raw=_enc(b)))
-
-        try:
-            result, target = await execute(plan, send, attempts)
-        except (UpstreamError, AllTargetsFailed) as e:
-            await self._record(oc, None, tags, body, plan, attempts, started, t0, status="error",
-                               http_status=e.status, error=e.message, stream=False)
+        done, result = await self._call(oc, dict(body), tags, endpoint, plan)
+        if done.status != "ok":
             return None
-        await self._record(oc, None, tags, body, plan, attempts, started, t0, status="ok", http_status=200,
-                           target=target, result=result, stream=False)
         self.requests -= 1  # evaluator calls are part of the cost, not of the replayed requests
         return _safe_decode(result.body)
 

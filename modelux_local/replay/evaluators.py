@@ -46,7 +46,7 @@ def _text(message: dict | None) -> str | None:
 
 # endpoints whose stored response is a chat.completion (/v1/messages calls store the one they were
 # translated from), so evaluators can compare their answers
-ANSWERING = ("chat", "messages")
+ANSWERING = ("chat", "messages", "responses")
 
 
 def answered_steps(rr: RunReplay, *, replayed_only: bool = True) -> list:

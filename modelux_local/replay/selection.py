@@ -8,6 +8,8 @@ from typing import Any
 import apsw
 import msgspec
 
+from ..storage.responses_store import chat_body_for_call
+
 _dec = msgspec.json.Decoder()
 
 
@@ -45,6 +47,7 @@ class OriginalCall:
     stream: bool
     request: bytes | None
     response: bytes | None
+    chat_body: bytes | None = None  # /v1/responses: the chat body it was routed as, earlier turns included
 
     @property
     def failed(self) -> bool:
@@ -120,7 +123,11 @@ def load_run(conn: apsw.Connection, run_id: str) -> OriginalRun | None:
                       _outcome(row[6]))
     for r in conn.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE run_id = ? ORDER BY started_at, call_id",
                           (run_id,)):
-        run.calls.append(OriginalCall(*r[:15], bool(r[15]), _bytes(r[16]), _bytes(r[17])))
+        oc = OriginalCall(*r[:15], bool(r[15]), _bytes(r[16]), _bytes(r[17]))
+        if oc.endpoint == "responses":
+            chat = chat_body_for_call(conn, oc.call_id)
+            oc.chat_body = msgspec.json.encode(chat) if chat is not None else None
+        run.calls.append(oc)
     return run
 
 

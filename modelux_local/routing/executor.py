@@ -79,4 +79,5 @@ async def execute(plan: Plan, send: Callable[[TargetPlan], Awaitable[T]], attemp
 
 def _backoff_s(backoff_ms: float, n: int) -> float:
     """Exponential backoff with a little jitter so concurrent retries don't stampede together."""
-    return backoff_ms / 1000 * (2 ** n) * (0.8 + 0.4 * random.random())
+    # capped exponent: 2.0 ** 1024 overflows a float, and past 2**16 the wait is over any cap anyway
+    return backoff_ms / 1000 * (2 ** min(n, 16)) * (0.8 + 0.4 * random.random())

@@ -21,6 +21,7 @@ class TargetPlan:
     model: str
     timeout_s: float
     weight: float = 1.0
+    stream_timeout_s: float | None = None  # a stream's whole duration; None: no deadline
 
     @property
     def label(self) -> str:
@@ -94,7 +95,8 @@ class Router:
         return target_timeout or alias_timeout or self._providers[provider].timeout_s
 
     def _alias_plan(self, requested: str, alias: Alias, name: str, version: str) -> Plan:
-        targets = tuple(TargetPlan(t.provider, t.model, self._timeout(alias.timeout_s, t.timeout_s, t.provider), t.weight)
+        targets = tuple(TargetPlan(t.provider, t.model, self._timeout(alias.timeout_s, t.timeout_s, t.provider), t.weight,
+                                   t.stream_timeout_s or alias.stream_timeout_s)
                         for t in alias.targets)
         return Plan(requested, name, version, alias.strategy, targets, alias.retries, targets)
 

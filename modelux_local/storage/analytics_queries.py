@@ -9,14 +9,16 @@ the same linear interpolation as core.stats.percentile.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..core.durations import DurationError, since_timestamp
 from ..errors import BadRequest
 from ..pricing import nanos_to_usd
+from .history import DEFAULT_MIN_HISTORY
 from .queries import RUN_COLUMNS, Reader
 
-SORTS = {"started": "started_at DESC", "cost": "cost_nusd DESC", "calls": "calls DESC"}
+SORTS = {"started": "started_at DESC", "cost": "cost_nusd DESC", "calls": "calls DESC",
+         "over_usual": "started_at DESC"}  # over_usual: ordered after reading, by `expected.over_usual`
 STATUSES = ("running", "completed", "aborted")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 10_000
@@ -89,20 +91,33 @@ def make_filter(*, since: str | None = None, tags: list[str] | None = None, stat
     return RunFilter(since_ts, parsed, status or None, include_replays)
 
 
-def list_runs(reader: Reader, flt: RunFilter, sort: str = "started", limit: int = DEFAULT_LIMIT) -> list[dict]:
+def list_runs(reader: Reader, flt: RunFilter, sort: str = "started", limit: int = DEFAULT_LIMIT,
+              min_history: int = DEFAULT_MIN_HISTORY) -> list[dict]:
+    """Runs, each with its `expected` (its agent's usual run). `over_usual` sorts by how far past its
+    agent's p90 a run is (runs that cannot be judged last) and, without a status filter, lists the
+    running runs only: the question it answers is which run is off course now."""
     if sort not in SORTS:
         raise BadRequest(f"unknown sort {sort!r}; one of {', '.join(SORTS)}", param="sort")
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}", param="limit")
+    if sort == "over_usual" and flt.status is None:
+        flt = replace(flt, status="running")
     where, params = flt.where(reader.idle_timeout_s)
     conn = reader.conn()
     rows = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs{where} ORDER BY {SORTS[sort]}, run_id LIMIT ?",
-                        (*params, limit)).fetchall()
-    return [reader.run_summary(r, reader.run_latencies(r[0])) for r in rows]
+                        (*params, MAX_LIMIT if sort == "over_usual" else limit)).fetchall()
+    expect = reader.expectations(rows, min_history)
+    if sort == "over_usual":
+        def ratio(r: tuple) -> float:
+            e = expect.get(r[0])
+            return -1.0 if e is None or e["over_usual"] is None else e["over_usual"]
+        rows = sorted(rows, key=ratio, reverse=True)[:limit]
+    return [{**reader.run_summary(r, reader.run_latencies(r[0])), "expected": expect.get(r[0])} for r in rows]
 
 
-def analytics(reader: Reader, group_by: str, flt: RunFilter) -> dict:
-    """Runs grouped by the value of one tag: totals from the rollups, exact latency percentiles.
+def analytics(reader: Reader, group_by: str, flt: RunFilter, by_model: bool = False) -> dict:
+    """Runs grouped by the value of one tag: totals from the rollups, exact latency percentiles;
+    `by_model`: each group's calls by provider/model too (where its money went).
 
     A run belongs to the group of its tag value (runs without the tag: value null). Calls
     outside any run (no run_id) are not counted: analytics is per run.
@@ -138,6 +153,12 @@ def analytics(reader: Reader, group_by: str, flt: RunFilter) -> dict:
             "error_rate": round(errors / calls, 6) if calls else 0.0,
             "played_back_calls": played, "cache_hits": hits, "saved_usd": nanos_to_usd(saved_nusd or 0),
         })
+    if by_model:
+        from .breakdown import spend_by_model
+
+        models = spend_by_model(conn, group_by, flt, reader.idle_timeout_s)
+        for g in groups:
+            g["by_model"] = [line.as_dict() for line in models.get(g["value"], [])]
     groups.sort(key=lambda g: (-(g["cost_usd"] or 0), -g["calls"], g["value"] is None, g["value"] or ""))
     return {"group_by": group_by, "groups": groups, "percentiles": "exact"}
 

@@ -1,6 +1,7 @@
-"""Opening the database: WAL, sqlite-vec loaded, migrations applied."""
+"""Opening the database: WAL, sqlite-vec loaded, migrations applied, owner-only files."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -10,6 +11,48 @@ import apsw
 from .migrations import MIGRATIONS
 
 _migrate_lock = threading.Lock()
+
+
+def private_dir(d: Path) -> None:
+    """Creates `d` for this user only (0700, whatever the umask). An existing one is tightened
+    when it is ours: owned by this user and empty or holding our database (an upgrade from a
+    version that made it 0755); a shared directory passed as --data-dir is left alone."""
+    if not d.exists():
+        d.mkdir(parents=True, mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)
+        return
+    st = d.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.getuid() and ((d / "modelux.db").exists() or not any(d.iterdir())):
+        os.chmod(d, 0o700)
+
+
+def private_file(path: Path) -> None:
+    """Creates `path` (if missing) or tightens it to 0600: the stored prompts are the user's own.
+    SQLite gives -wal and -shm the mode of the database file, so they follow. Never opens an
+    existing file: closing any descriptor of a database drops the POSIX locks this process's
+    connections hold on it (SQLite's "posix advisory locks" caveat)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    st = os.stat(path)
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():  # someone else's file: theirs to protect
+        os.chmod(path, 0o600)
+
+
+def make_private(path: Path) -> None:
+    """The data dir 0700, the database and its -wal/-shm 0600 (before a writing connection opens)."""
+    private_dir(path.parent)
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if p == path or p.exists():
+            private_file(p)
+
+
+def open_private(path: Path | str):
+    """A file for writing that only this user can read (exports, logs), whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 def connect(path: Path | str, *, readonly: bool = False) -> apsw.Connection:
@@ -53,6 +96,20 @@ def migrate(conn: apsw.Connection) -> int:
 
 
 def open_db(path: Path | str) -> apsw.Connection:
+    make_private(Path(path))
     conn = connect(path)
     migrate(conn)
     return conn
+
+
+def check_writable(path: Path | str) -> None:
+    """Opens (creating, migrating) the database and makes one real write; raises the storage error
+    when it cannot, so `serve` refuses to start with a clear message instead of serving calls it
+    cannot record."""
+    conn = open_db(path)
+    try:
+        with conn:
+            conn.execute("UPDATE schema_migrations SET applied_at = applied_at "
+                         "WHERE version = (SELECT max(version) FROM schema_migrations)")
+    finally:
+        conn.close()

@@ -41,10 +41,10 @@ CREATE INDEX calls_started ON calls(started_at);
 
 
 def _all() -> list[tuple[int, str]]:
-    from . import schema_events, schema_playback, schema_replay, schema_search
+    from . import schema_events, schema_playback, schema_replay, schema_responses, schema_search
 
     out = sorted(CORE + schema_search.MIGRATIONS + schema_events.MIGRATIONS + schema_replay.MIGRATIONS
-                 + schema_playback.MIGRATIONS)
+                 + schema_responses.MIGRATIONS + schema_playback.MIGRATIONS)
     numbers = [n for n, _ in out]
     assert len(numbers) == len(set(numbers)), f"duplicate migration numbers: {numbers}"
     return out

@@ -12,6 +12,7 @@ import msgspec
 from ..core.stats import iso, percentile
 from ..pricing import nanos_to_usd
 from .db import connect, migrate
+from .history import DEFAULT_MIN_HISTORY, agent_history, expected, run_agents
 
 _dec = msgspec.json.Decoder()
 
@@ -27,6 +28,7 @@ class Reader:
         self.path = Path(path)
         self.idle_timeout_s = idle_timeout_s
         self._local = threading.local()
+        self._first_alias: dict[str, str] = {}  # run_id -> its first alias, for agent_history (never changes)
 
     def conn(self) -> apsw.Connection:
         c = getattr(self._local, "conn", None)
@@ -64,13 +66,28 @@ class Reader:
         return [r[0] for r in self.conn().execute(
             "SELECT latency_ms FROM calls WHERE run_id = ? AND latency_ms IS NOT NULL ORDER BY latency_ms", (run_id,))]
 
-    def get_run(self, run_id: str, with_steps: bool = True) -> dict | None:
+    def get_run(self, run_id: str, with_steps: bool = True, min_history: int = DEFAULT_MIN_HISTORY,
+                now: float | None = None, with_expected: bool = True) -> dict | None:
         row = self.conn().execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             return None
         out = self.run_summary(row)
+        out["expected"] = self.expectations([row], min_history, now).get(run_id) if with_expected else None
         if with_steps:
             out["steps"] = self.steps(run_id)
+        return out
+
+    def expectations(self, rows: list[tuple], min_history: int = DEFAULT_MIN_HISTORY,
+                     now: float | None = None) -> dict[str, dict]:
+        """run_id -> `expected` (its agent's usual run) for runs rows (RUN_COLUMNS); replays have none."""
+        conn = self.conn()
+        agents = run_agents(conn, [r[0] for r in rows if r[16] is None])
+        history = agent_history(conn, agents=agents.values(), now=now, first_alias=self._first_alias)
+        out = {}
+        for r in rows:
+            h = history.get(agents.get(r[0], ""))
+            if h is not None:
+                out[r[0]] = expected(h, r[11], r[6], min_history)
         return out
 
     def steps(self, run_id: str) -> list[dict]:

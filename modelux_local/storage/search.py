@@ -1,5 +1,6 @@
 """Search over prompts and responses: the FTS5 index (filled as calls land) and its queries,
-plus the nearest-neighbour half over sqlite-vec tables filled by storage/embed_job.py.
+plus the nearest-neighbour half over sqlite-vec tables filled by storage/embed_job.py (the
+vectors are computed by the job in calls/embedder.py).
 
 The index holds, per call (rowid = calls.rowid), `prompt` (the request's messages, system
 prompt, tool-call arguments or embeddings input) and `response` (the assembled answer's

@@ -1,16 +1,20 @@
-"""The single writer: one thread, a bounded queue, batched transactions.
+"""The single writer: one thread, a queue bounded in records and bytes, batched transactions.
 
-Producers on the event loop never wait on SQLite: `submit` is a put into a queue. When the
-queue is full the producer awaits room (in a worker thread), so nothing is ever dropped.
-`barrier()` resolves once everything submitted before it is committed (read-your-writes
-for the management API). `close()` drains the queue.
+Producers on the event loop never wait on SQLite: `submit` appends to an in-memory queue.
+While the disk works, a full queue makes async producers wait for room (backpressure: nothing
+is dropped). When storage fails (disk full, read-only, locked, I/O) the writer keeps the batch,
+reports itself `degraded` (`status()`, shown by /healthz and the TUI) and retries with backoff
+until a write succeeds, by itself. Meanwhile producers never wait, and the queue sheds to stay
+within its bounds: first the bodies (request, response, stream events) of the oldest records,
+then the oldest records themselves, both counted. Barriers and `run()` jobs fail with
+StorageUnavailable (a 503) instead of waiting on a failing disk. `close()` returns within its
+timeout whatever storage does.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import logging
-import queue
 import threading
 import time
 from pathlib import Path
@@ -19,87 +23,209 @@ from typing import Any, Callable
 import apsw
 
 from ..core.records import CallRecord
+from ..core.usage import usage_of_body
+from ..errors import StorageUnavailable
 from .db import open_db
+from .redact import mask_record
 from .record_rows import write_calls
 
 log = logging.getLogger("modelux.writer")
 
-_STOP = object()
-BATCH_MAX = 512
+BATCH_MAX = 512                 # records per transaction (also the SIGKILL loss bound, see README)
+BATCH_BYTES = 8 << 20           # and bytes per transaction
+QUEUE_RECORDS = 10_000
+QUEUE_BYTES = 64 << 20
+SLACK = 1.25                    # producers that cannot wait may exceed the bounds by this factor
+JOB_TIMEOUT_S = 30.0            # barriers / run() give up after this (503), even if the thread hangs
+DEGRADED_DRAIN_S = 5.0          # how long a stop keeps retrying a failing disk before it gives up
+_RETRY_MIN_S, _RETRY_MAX_S = 0.05, 2.0
+
+# errors of the storage itself, not of a record: keep the batch, report, retry
+STORAGE_ERRORS = (apsw.FullError, apsw.ReadOnlyError, apsw.BusyError, apsw.LockedError, apsw.IOError,
+                  apsw.CantOpenError, apsw.PermissionsError, apsw.ProtocolError, apsw.NoLFSError,
+                  apsw.CorruptError, apsw.NotADBError, apsw.ConnectionClosedError, OSError)
+
 Hook = Callable[[apsw.Connection, list[CallRecord]], None]
 
 
+def storage_cause(e: BaseException | None) -> BaseException | None:
+    """The storage error behind `e`, if any. SQLite rolls a transaction back by itself on a full
+    disk, so the commit's "cannot rollback" SQLError hides the FullError in its context."""
+    seen = 0
+    while e is not None and seen < 5:
+        if isinstance(e, STORAGE_ERRORS):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
+
+
+def _size(item: Any) -> int:
+    """Bytes an item holds in memory, roughly: its bodies plus a fixed overhead per object."""
+    if not isinstance(item, CallRecord):
+        return 256
+    n = 1024 + len(item.request or b"") + len(item.response or b"")
+    if item.stream_events:
+        n += sum(len(e) + 40 for e in item.stream_events)
+    return n
+
+
+def _strip_bodies(rec: CallRecord) -> None:
+    """Drops a queued record's bodies but keeps what pricing needs (its usage)."""
+    if rec.stream_events is not None:
+        keep = None if rec.usage is not None else next(
+            (e for e in reversed(rec.stream_events) if b'"usage"' in e), None)
+        rec.stream_events = [keep] if keep else None
+    elif rec.usage is None and rec.response and rec.status == "ok":
+        rec.raw_usage, rec.usage = usage_of_body(rec.response)
+    rec.request = b""
+    rec.response = None
+    rec.decision["body_dropped"] = "storage was failing: the bodies were dropped to bound memory"
+
+
 class Writer:
-    def __init__(self, path: Path | str, maxsize: int = 10_000):
+    def __init__(self, path: Path | str, maxsize: int = QUEUE_RECORDS, max_bytes: int = QUEUE_BYTES):
         self.path = Path(path)
-        self._q: queue.Queue = queue.Queue(maxsize=maxsize)
-        self._overflow: collections.deque = collections.deque()
+        self.maxsize, self.max_bytes = maxsize, max_bytes
+        self._q: collections.deque[list] = collections.deque()  # [item, size], oldest first
+        self._bytes = 0
+        self._inflight = 0  # taken by the thread, not yet written
+        self._stripped = 0  # the first `_stripped` queued items hold no bodies any more
+        self._lock = threading.Lock()
+        self._has_items = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="modelux-writer", daemon=True)
         self._conn: apsw.Connection | None = None
         self.after_batch: list[Hook] = []  # run inside the batch's transaction (rollups, anomalies)
+        self.secrets: tuple[str, ...] = ()  # masked out of every record before it is stored
         self.written = 0
-        self.failed_batches = 0
+        self.failed_batches = 0           # write attempts that failed (storage or a bad record)
+        self.bodies_dropped = 0
+        self.records_dropped = 0
+        self.degraded: str | None = None  # why storage is failing, while it is
+        self.degraded_since: float | None = None
         self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._deadline = self._stop_at = float("inf")
         self._error: BaseException | None = None
 
     def start(self) -> None:
         self._thread.start()
         self._ready.wait()
         if self._error:
-            raise self._error
+            raise StorageUnavailable(f"cannot write the database {self.path}: {self._error} (check that the data "
+                                     "dir is writable by you and has free space; --data-dir or MODELUX_HOME moves it)")
 
     # -- producers ------------------------------------------------------------------------
 
+    def _full(self) -> bool:
+        return len(self._q) >= self.maxsize or self._bytes >= self.max_bytes
+
     async def submit(self, item: Any) -> None:
-        try:
-            self._q.put_nowait(item)
-        except queue.Full:
-            await asyncio.get_running_loop().run_in_executor(None, self._q.put, item)
+        """Waits for room while the writer keeps up; never while storage is failing."""
+        delay = 0.001
+        while self._full() and self.degraded is None and self._thread.is_alive() and not self._stopping.is_set():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        self.submit_nowait(item)
 
     def submit_nowait(self, item: Any) -> None:
-        """For code that must not await (a cancelled stream's cleanup): never drops the item.
+        """For code that must not await (a cancelled stream's cleanup): appends, then sheds past the bounds."""
+        size = _size(item)
+        with self._lock:
+            self._q.append([item, size])
+            self._bytes += size
+            self._shed()
+            self._has_items.notify()
 
-        When the queue is full the item goes to an unbounded overflow that the writer drains
-        with every batch (and on close), so it can neither block nor arrive after the stop.
-        """
-        try:
-            self._q.put_nowait(item)
-        except queue.Full:
-            self._overflow.append(item)
+    def _shed(self) -> None:
+        """Bodies of the oldest records first, then the oldest records; jobs and barriers are kept."""
+        limit = 1.0 if self.degraded else SLACK
+        max_n, max_b = self.maxsize * limit, self.max_bytes * limit
+        if len(self._q) <= max_n and self._bytes <= max_b:
+            return
+        q = self._q
+        while self._bytes > max_b and self._stripped < len(q):
+            entry = q[self._stripped]
+            self._stripped += 1
+            if isinstance(entry[0], CallRecord) and not entry[0].decision.get("body_dropped"):
+                _strip_bodies(entry[0])
+                self._bytes += _size(entry[0]) - entry[1]
+                entry[1] = _size(entry[0])
+                self.bodies_dropped += 1
+        i = 0
+        while (len(q) > max_n or self._bytes > max_b) and i < len(q):
+            if isinstance(q[i][0], CallRecord):
+                _, size = q[i]
+                del q[i]
+                self._bytes -= size
+                self._stripped = max(0, self._stripped - 1) if i < self._stripped else self._stripped
+                self.records_dropped += 1
+            else:
+                i += 1
+        if self.records_dropped and self.records_dropped % 1000 == 1:
+            log.error("the writer queue is over its bounds (%s): %d records dropped so far",
+                      self.degraded or "writing is slower than calls arrive", self.records_dropped)
 
     async def barrier(self) -> None:
+        """Resolves once everything submitted before it is committed; StorageUnavailable if storage fails."""
+        self._check_available()
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        await self.submit(_Barrier(lambda: loop.call_soon_threadsafe(_resolve, fut)))
-        await fut
+        self.submit_nowait(_Barrier(lambda: loop.call_soon_threadsafe(_resolve, fut),
+                                    lambda e: loop.call_soon_threadsafe(_fail, fut, e)))
+        await self._wait(fut)
 
     def execute(self, fn: Callable[[apsw.Connection], Any]) -> None:
         """Queues an arbitrary write (config versions, outcomes...) in order with the calls."""
-        self._q.put(_Job(fn))
+        self.submit_nowait(_Job(fn))
 
     async def run(self, fn: Callable[[apsw.Connection], Any]) -> Any:
-        """Runs `fn` on the writer thread and returns its result."""
+        """Runs `fn` in its own transaction on the writer thread and returns its result once
+        committed; StorageUnavailable (503) when storage fails or the writer does not answer."""
+        self._check_available()
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
+        j = _Job(fn, done=lambda r: loop.call_soon_threadsafe(_resolve, fut, r),
+                 fail=lambda e: loop.call_soon_threadsafe(_fail, fut, e))
+        self.submit_nowait(j)
+        try:
+            return await self._wait(fut)
+        except StorageUnavailable:
+            j.cancelled = True  # timed out: it must not run later, out of the caller's sight
+            raise
 
-        def job(conn):
-            try:
-                r = fn(conn)
-                loop.call_soon_threadsafe(_resolve, fut, r)
-            except BaseException as e:  # noqa: BLE001 - handed back to the caller
-                loop.call_soon_threadsafe(_fail, fut, e)
+    def _check_available(self) -> None:
+        if self.degraded is not None:
+            raise StorageUnavailable(f"storage is failing ({self.degraded}); calls are still served and queued")
+        if not self._thread.is_alive() or self._stopping.is_set():
+            raise StorageUnavailable("the storage writer is stopped")
 
-        await self.submit(_Job(job, own_errors=True))
-        return await fut
+    async def _wait(self, fut: asyncio.Future) -> Any:
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), JOB_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise StorageUnavailable(f"the storage writer did not answer within {JOB_TIMEOUT_S:.0f}s "
+                                     f"({self.pending} records queued)") from None
 
     def close(self, timeout: float = 30.0) -> None:
+        """Drains what it can within `timeout`, then returns whatever storage does."""
+        self._stop_at = time.monotonic()
+        self._deadline = self._stop_at + max(0.0, timeout - 0.5)
+        with self._lock:
+            self._stopping.set()
+            self._has_items.notify()
         if self._thread.is_alive():
-            self._q.put(_STOP)
             self._thread.join(timeout)
 
     @property
     def pending(self) -> int:
-        return self._q.qsize() + len(self._overflow)
+        return len(self._q) + self._inflight
+
+    def status(self) -> dict:
+        """For /healthz and the TUI header."""
+        return {"state": "degraded" if self.degraded else "ok", "reason": self.degraded,
+                "since": self.degraded_since, "queued": self.pending, "queued_bytes": self._bytes,
+                "written": self.written, "write_failures": self.failed_batches,
+                "bodies_dropped": self.bodies_dropped, "records_dropped": self.records_dropped}
 
     # -- the thread ------------------------------------------------------------------------
 
@@ -111,69 +237,195 @@ class Writer:
             self._ready.set()
             return
         self._ready.set()
-        stop = False
-        while not stop:
-            items = [self._q.get()]
-            while len(items) < BATCH_MAX:
-                try:
-                    items.append(self._q.get_nowait())
-                except queue.Empty:
+        retry = _RETRY_MIN_S
+        while True:
+            items = self._take()
+            if not items:
+                break
+            if self._write(items):
+                self._inflight = 0
+                retry = _RETRY_MIN_S
+                continue
+            self._put_back(items)
+            if self._stopping.is_set():
+                # a disk already failing at the stop is unlikely to heal in the drain time: give it a few seconds
+                if time.monotonic() + retry > min(self._deadline, self._stop_at + DEGRADED_DRAIN_S):
                     break
-            while self._overflow:
-                items.append(self._overflow.popleft())
-            stop = any(i is _STOP for i in items)
-            self._write(items)
-        self._conn.close()
+                time.sleep(retry)
+            else:
+                self._stopping.wait(retry)  # a stop request ends the wait: drain until the deadline
+            retry = min(retry * 2, _RETRY_MAX_S)
+        if self._q:
+            log.error("stopping with %d records not stored: storage failing (%s)", len(self._q), self.degraded)
+            self._fail_waiters(list(self._q), StorageUnavailable("the storage writer stopped"))
+        try:
+            self._conn.close()
+        except apsw.Error:
+            pass
 
-    def _write(self, items: list) -> None:
+    def _take(self) -> list:
+        with self._lock:
+            while not self._q and not self._stopping.is_set():
+                self._has_items.wait()
+            items, size = [], 0
+            while self._q and len(items) < BATCH_MAX and (size < BATCH_BYTES or not items):
+                item, n = self._q.popleft()
+                self._bytes -= n
+                size += n
+                items.append(item)
+            self._stripped = max(0, self._stripped - len(items))
+            self._inflight = len(items)
+            return items
+
+    def _put_back(self, items: list) -> None:
+        """After a storage failure: the batch goes back to the head of the queue (jobs that
+        answer a caller were already failed and are not retried)."""
+        keep = [i for i in items if isinstance(i, CallRecord) or (isinstance(i, _Job) and not i.own_errors)]
+        with self._lock:
+            self._inflight = 0
+            self._q.extendleft([i, _size(i)] for i in reversed(keep))
+            self._bytes += sum(_size(i) for i in keep)
+            self._stripped = 0
+            self._shed()
+
+    def _write(self, items: list) -> bool:
+        """Writes a batch; False (degraded, `items` trimmed to what is left) when storage failed
+        and the rest must be retried."""
         calls = [i for i in items if isinstance(i, CallRecord)]
-        barriers = [i for i in items if isinstance(i, _Barrier)]
-        conn = self._conn
+        jobs = [i for i in items if isinstance(i, _Job) and not i.cancelled]
         t0 = time.perf_counter()
         try:
-            with conn:
+            if self.degraded and self.failed_batches % 4 == 0:
+                self._reopen()  # a connection left half-way by an I/O error gets a fresh start
+            for c in calls:
+                mask_record(c, self.secrets)
+            with self._conn:
                 if calls:
-                    write_calls(conn, calls)
+                    write_calls(self._conn, calls)
                     for hook in self.after_batch:
-                        hook(conn, calls)
-                for i in items:
-                    if isinstance(i, _Job) and not i.own_errors:
-                        i.fn(conn)
+                        hook(self._conn, calls)
+                for j in jobs:
+                    if not j.own_errors:
+                        j.fn(self._conn)
             self.written += len(calls)
-        except Exception:
+        except Exception as e:
+            self._rollback_hooks(calls)
+            if (cause := storage_cause(e)) is not None:
+                return self._failed(items, cause)
             self.failed_batches += 1
             log.exception("writing a batch of %d records failed; retrying one by one", len(calls))
-            self._write_one_by_one(calls)
-        for i in items:  # jobs with their own error channel run outside the batch transaction
-            if isinstance(i, _Job) and i.own_errors:
-                with conn:
-                    i.fn(conn)
-        for b in barriers:
-            b.done()
+            if (cause := self._write_one_by_one(items)) is not None:
+                return self._failed(items, cause)
+        if self.degraded:
+            log.warning("storage recovered after %.1fs (%s); %d records queued, %d bodies and %d records dropped "
+                        "meanwhile", time.time() - (self.degraded_since or time.time()), self.degraded,
+                        len(self._q), self.bodies_dropped, self.records_dropped)
+            self.degraded = self.degraded_since = None
+        for j in jobs:  # jobs that answer a caller run in their own transaction, after the batch
+            if j.own_errors:
+                self._run_job(j)
+        for b in items:
+            if isinstance(b, _Barrier):
+                b.done()
         if calls and (dt := time.perf_counter() - t0) > 1.0:
             log.warning("slow write: %d calls in %.2fs", len(calls), dt)
+        return True
 
-    def _write_one_by_one(self, calls: list[CallRecord]) -> None:
-        for c in calls:
+    def _failed(self, items: list, e: BaseException) -> bool:
+        self.failed_batches += 1
+        self._degrade(e)
+        self._fail_waiters(items, _unavailable(e))
+        return False
+
+    def _run_job(self, j: "_Job") -> None:
+        try:
+            with self._conn:
+                r = j.fn(self._conn)
+        except BaseException as e:  # noqa: BLE001 - handed back to the caller
+            cause = storage_cause(e)
+            j.fail(_unavailable(cause) if cause is not None else e)
+        else:
+            j.done(r)
+
+    def _write_one_by_one(self, items: list) -> BaseException | None:
+        """After a batch failed on a bad record: each record (and queued write) alone, so one bad
+        record loses only itself. On a storage error, `items` keeps what is not written yet."""
+        todo = [i for i in items if isinstance(i, CallRecord) or (isinstance(i, _Job) and not i.own_errors)]
+        for n, i in enumerate(todo):
             try:
                 with self._conn:
-                    write_calls(self._conn, [c])
-                    for hook in self.after_batch:
-                        hook(self._conn, [c])
-                self.written += 1
-            except Exception:
-                log.exception("call %s could not be stored", c.call_id)
+                    if isinstance(i, CallRecord):
+                        mask_record(i, self.secrets)
+                        write_calls(self._conn, [i])
+                        for hook in self.after_batch:
+                            hook(self._conn, [i])
+                        self.written += 1
+                    elif not i.cancelled:
+                        i.fn(self._conn)
+            except Exception as e:
+                if isinstance(i, CallRecord):
+                    self._rollback_hooks([i])
+                if (cause := storage_cause(e)) is not None:
+                    done = {id(x) for x in todo[:n]}
+                    items[:] = [x for x in items if id(x) not in done]
+                    return cause
+                log.exception("%s could not be stored", f"call {i.call_id}" if isinstance(i, CallRecord) else "a write")
+        return None
+
+    def _rollback_hooks(self, calls: list[CallRecord]) -> None:
+        """Hooks keep state in memory too (anomaly counters): a hook with `rollback(records)` is told
+        that its writes for them were rolled back and will run again."""
+        for hook in self.after_batch:  # a bound method (Addon.after_batch): its addon may define rollback
+            if (undo := getattr(getattr(hook, "__self__", hook), "rollback", None)) is not None:
+                try:
+                    undo(calls)
+                except Exception:
+                    log.exception("rolling back %r failed", hook)
+
+    def _degrade(self, e: BaseException) -> None:
+        reason = f"{type(e).__name__}: {e}"
+        if self.degraded is None:
+            self.degraded_since = time.time()
+            log.error("storage failing, the proxy keeps serving and retries: %s (%d records queued)", reason,
+                      len(self._q))
+        self.degraded = reason
+        try:
+            if self._conn is not None and self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except apsw.Error:
+            pass
+
+    def _reopen(self) -> None:
+        try:
+            self._conn.close()
+        except apsw.Error:
+            pass
+        self._conn = open_db(self.path)
+
+    def _fail_waiters(self, items: list, e: BaseException) -> None:
+        for i in items:
+            i = i[0] if isinstance(i, list) else i
+            if isinstance(i, _Barrier):
+                i.fail(e)
+            elif isinstance(i, _Job) and i.fail is not None:
+                i.fail(e)
+
+
+def _unavailable(e: BaseException) -> StorageUnavailable:
+    return StorageUnavailable(f"storage is failing ({type(e).__name__}: {e}); calls are still served and queued")
 
 
 class _Barrier:
-    def __init__(self, done: Callable[[], None]):
-        self.done = done
+    def __init__(self, done: Callable[[], None], fail: Callable[[BaseException], None]):
+        self.done, self.fail = done, fail
 
 
 class _Job:
-    def __init__(self, fn: Callable[[apsw.Connection], Any], own_errors: bool = False):
-        self.fn = fn
-        self.own_errors = own_errors
+    def __init__(self, fn: Callable[[apsw.Connection], Any], done: Callable[[Any], None] | None = None,
+                 fail: Callable[[BaseException], None] | None = None):
+        self.fn, self.done, self.fail = fn, done, fail
+        self.own_errors = fail is not None  # answers a caller (run()): its own transaction, its own errors
+        self.cancelled = False
 
 
 def _resolve(fut: asyncio.Future, value: Any = None) -> None:

@@ -20,10 +20,13 @@ from typing import Any, Callable
 import msgspec
 
 from ..config.loader import ConfigSet, load_dir
+from ..core.display import printable  # noqa: F401  (re-exported: the TUI's one door to modelux_local)
 from ..core.tags import tags_match
 from ..errors import ConfigError
 from ..pricing import nanos_to_usd
+from ..storage.breakdown import RunBreakdown, run_breakdown  # noqa: F401  (RunBreakdown: for the screens)
 from ..storage.db import connect, open_db
+from ..storage.history import DEFAULT_MIN_HISTORY, AgentHistory, agent_history, expected, over_usual, run_agents
 from ..storage.queries import Reader
 from .runfilter import filter_sql
 
@@ -32,6 +35,7 @@ NOTHING_TO_ROLL_BACK = "nothing to roll back: no promotion in the audit trail"
 
 RUNS_LIMIT = 300          # the live table shows the most recent runs; older ones are a `runs` query away
 SPARK_MINUTES = 30
+HISTORY_REFRESH_S = 10.0   # the agents' usual runs are re-read this often (a scan of a month of runs)
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,16 @@ class RunRow:
     budget_calls: int | None = None       # the tightest max_calls
     budget_tokens: int | None = None      # the tightest max_tokens
     budget_duration_s: float | None = None
+    first_alias: str | None = None        # a run without an agent tag is its first alias's kind of run
+    usual: float | None = None            # how far along its agent's p90 (cost or calls) the run is
+    usual_by: str | None = None           # which of the two: "cost" | "calls"
 
     @property
     def budget_use(self) -> tuple[float, str] | None:
         """(share used, limit) of the limit this run is closest to: the guard aborts on whichever is hit
-        first, so a run with max_calls = 3 at 3 calls is at 100 % whatever it cost."""
-        shares = []
+        first, so a run with max_calls = 3 at 3 calls is at 100 % whatever it cost. The agent's usual
+        run (its p90) counts as one more limit, "usual": the meter shows whichever is nearer."""
+        shares = [(self.usual, "usual")] if self.usual is not None else []
         if self.budget_usd and self.cost_usd is not None:
             shares.append((self.cost_usd / self.budget_usd, "cost"))
         if self.budget_calls:
@@ -90,6 +98,7 @@ class Pulse:
     calls_per_min: int
     spend_per_minute: list[float]
     runs_running: int
+    storage: str | None = None    # the in-process writer's trouble (disk full...), None while it writes fine
 
 
 @dataclass(frozen=True)
@@ -145,6 +154,9 @@ class DataSource:
         self._config_error: ConfigError | None = None
         self._config_checked = 0.0
         self._config_lock = threading.Lock()
+        self._usual_lock = threading.Lock()
+        self._history: tuple[float, dict[str, AgentHistory]] | None = None  # (monotonic time read, history)
+        self._agents: dict[str, str] = {}   # run_id -> its agent: it never changes
 
     @property
     def live(self) -> bool:
@@ -299,6 +311,8 @@ class DataSource:
             "WHERE replay_id IS NULL AND (run_id IN (SELECT run_id FROM runs ORDER BY started_at DESC LIMIT ?) "
             "OR run_id IN (SELECT run_id FROM runs WHERE status = 'running' AND last_at >= ?) " + matching + ") "
             "ORDER BY started_at DESC", (limit, now - idle, *args, *([limit] if where else []))).fetchall()
+        agents = self._run_agents(conn, [r[0] for r in rows])
+        usual = self._usual(conn, agents, [(r[0], r[11], r[7]) for r in rows])
         out = []
         for (run_id, agent, tags, status, started, last, ended, calls, errors, retries, tokens, cost, unpriced,
              anomalies, abort_reason) in rows:
@@ -311,13 +325,55 @@ class DataSource:
                 cost_usd=None if calls and unpriced == calls else nanos_to_usd(cost),
                 duration_s=max(0.0, (ended if ended is not None else last) - started),
                 anomalies=tuple(_dec.decode(anomalies)) if anomalies else (), abort_reason=abort_reason,
-                **self.limits_for(tag_map)))
+                first_alias=None if agent else agents.get(run_id) or None,
+                **usual.get(run_id, {}), **self.limits_for(tag_map)))
         return out
+
+    def storage_problem(self) -> str | None:
+        st = self.runtime.writer.status() if self.runtime is not None else None
+        if not st or (st["state"] == "ok" and not st["records_dropped"] and not st["bodies_dropped"]):
+            return None
+        text = f"storage {st['state']}: {st['reason']}" if st["reason"] else "storage recovered"
+        return text + f" · {st['queued']} queued, {st['bodies_dropped']} bodies / {st['records_dropped']} records dropped"
+
+    def min_history(self) -> int:
+        cs = self.config_set()
+        return cs.server.anomalies.cost_min_history if cs else DEFAULT_MIN_HISTORY
+
+    def history(self, conn) -> dict[str, AgentHistory]:
+        """Every agent's usual run, re-read at most every HISTORY_REFRESH_S (it moves as runs complete)."""
+        # kept on the instance, not per thread: each Textual thread worker may run on a new thread
+        with self._usual_lock:
+            cached = self._history
+            now = time.monotonic()
+            if cached is None or now - cached[0] > HISTORY_REFRESH_S:
+                cached = self._history = (now, agent_history(conn, now=self.clock(), first_alias=self._agents))
+            return cached[1]
+
+    def _usual(self, conn, agents: dict[str, str], runs: list[tuple[str, int, int]]) -> dict[str, dict]:
+        """run_id -> {usual, usual_by} for (run_id, cost_nusd, calls) whose agent has enough history."""
+        history = self.history(conn)
+        floor, out = self.min_history(), {}
+        for run_id, cost, calls in runs:
+            h = history.get(agents.get(run_id, ""))
+            ratio = over_usual(h, cost, calls) if h is not None and h.runs >= floor else None
+            if ratio is not None:
+                out[run_id] = {"usual": ratio[0], "usual_by": ratio[1]}
+        return out
+
+    def _run_agents(self, conn, run_ids: list[str]) -> dict[str, str]:
+        """run_agents, remembered: a run's agent never changes, and the table asks every second."""
+        with self._usual_lock:
+            known = self._agents
+            missing = [r for r in run_ids if r not in known]
+            if missing:
+                known.update(run_agents(conn, missing))  # a run with no alias yet is asked again next time
+            return {r: known.get(r, "") for r in run_ids}
 
     def pulse(self) -> Pulse:
         conn = self._conn()
         if conn is None:
-            return Pulse(0.0, 0, [0.0] * SPARK_MINUTES, 0)
+            return Pulse(0.0, 0, [0.0] * SPARK_MINUTES, 0, self.storage_problem())
         now = self.clock()
         today = self._spend_today(conn, now)
         per_min = conn.execute("SELECT count(*) FROM calls WHERE started_at >= ? AND started_at <= ? "
@@ -331,7 +387,7 @@ class DataSource:
                 buckets[minute] = nanos_to_usd(nanos)
         running = conn.execute("SELECT count(*) FROM runs WHERE status = 'running' AND last_at >= ? "
                                "AND replay_id IS NULL", (now - self.idle_timeout_s(),)).fetchone()[0]
-        return Pulse(nanos_to_usd(today) or 0.0, per_min, buckets, running)
+        return Pulse(nanos_to_usd(today) or 0.0, per_min, buckets, running, self.storage_problem())
 
     def _spend_today(self, conn, now: float) -> int:
         """Nano-dollars spent since local midnight, summed once and then only over the calls written
@@ -354,13 +410,22 @@ class DataSource:
     def run_detail(self, run_id: str) -> dict | None:
         """RunSummary plus `steps` (the management API's shape)."""
         r = self._reader()
-        run = r.get_run(run_id) if r else None
+        run = r.get_run(run_id, with_expected=False) if r else None
+        if run is not None and run["replay_id"] is None:  # from the cached history: this is read every second
+            conn = r.conn()
+            h = self.history(conn).get(self._run_agents(conn, [run_id])[run_id])
+            run["expected"] = expected(h, round((run["cost_usd"] or 0) * 1e9), run["calls"], self.min_history())
         if run is not None and run["status"] == "completed":
             # Reader decides "idle, so completed" with the wall clock; the TUI's clock may be frozen
             raw = r.conn().execute("SELECT status, last_at FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if raw and raw[0] == "running" and self.clock() - raw[1] <= self.idle_timeout_s():
                 run["status"], run["ended_at"] = "running", None
         return run
+
+    def run_breakdown(self, run_id: str) -> RunBreakdown | None:
+        """Where the run's money went: by alias, by model, and the repeated prompt share."""
+        conn = self._conn()
+        return run_breakdown(conn, run_id) if conn is not None else None
 
     def call_detail(self, call_id: str) -> dict | None:
         """A step plus its `request` and `response` bodies."""

@@ -138,5 +138,15 @@ class ThreadedFake:
             reply = self._queue.popleft() if self._queue else self.reply_type()
         delay = self.default_latency_s if reply.delay_s is None else reply.delay_s
         if delay:
-            await asyncio.sleep(delay)
+            await self._sleep_watching(request, rec, delay)
         return rec, reply, parsed
+
+    @staticmethod
+    async def _sleep_watching(request: web.Request, rec: RecordedRequest, delay: float) -> None:
+        """Sleeps `delay` (before the headers), noting in `client_gone_at` a client that hangs up meanwhile."""
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, 0.01))
+            if request.transport is None or request.transport.is_closing():
+                rec.client_gone_at = time.monotonic()
+                return

@@ -25,8 +25,10 @@ after tool results).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +66,7 @@ class Reply:
     disconnect: bool = False
     body: Any = None
     raw_sse: bytes | None = None
+    chunk_delay_s: float = 0.0
 
 
 class Invalid(Exception):
@@ -225,7 +228,7 @@ class FakeAnthropic(ThreadedFake):
                 "request_id": "req_" + uuid.uuid4().hex[:24]}
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        _, reply, body = await self.take(request)
+        rec, reply, body = await self.take(request)
         if reply.disconnect:
             request.transport.close()
             return web.Response()
@@ -244,7 +247,7 @@ class FakeAnthropic(ThreadedFake):
             return web.json_response(reply.body)
         message = self._answer(body, reply)
         if body.get("stream"):
-            return await self._stream(request, message, reply)
+            return await self._stream(request, message, reply, rec)
         return web.json_response(message)
 
     def _answer(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
@@ -317,7 +320,7 @@ class FakeAnthropic(ThreadedFake):
         events.append(("message_stop", {"type": "message_stop"}))
         return events
 
-    async def _stream(self, request: web.Request, message: dict[str, Any], reply: Reply) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, message: dict[str, Any], reply: Reply, rec) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
                                            "cache-control": "no-cache"})
         await resp.prepare(request)
@@ -326,6 +329,12 @@ class FakeAnthropic(ThreadedFake):
                 name, data = "error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
                 await resp.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
                 break
-            await resp.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+            if k and reply.chunk_delay_s:
+                await asyncio.sleep(reply.chunk_delay_s)
+            try:
+                await resp.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+            except ConnectionError:  # the client (the provider under test) closed the stream
+                rec.client_gone_at = time.monotonic()
+                return resp
         await resp.write_eof()
         return resp

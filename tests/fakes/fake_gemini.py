@@ -60,6 +60,7 @@ class GeminiReply:
     stream_error_after: int | None = None
     disconnect: bool = False
     body: Any = None
+    raw_sse: bytes | None = None      # streams: answer with these SSE bytes, as is
 
 
 class Invalid(Exception):
@@ -184,6 +185,8 @@ class FakeGemini(ThreadedFake):
             return web.json_response(self.error_body(400, str(exc)), status=400)
         if reply.body is not None:
             return web.json_response(reply.body)
+        if reply.raw_sse is not None:
+            return web.Response(body=reply.raw_sse, content_type="text/event-stream")
         answer = self._answer(model, body, reply)
         if method == "streamGenerateContent":
             return await self._stream(request, answer, reply)

@@ -19,11 +19,16 @@ enqueue() fields (all optional; they apply to streamed requests as well):
     status, headers   non-2xx answers carry an OpenAI-shaped error body (or `error=`)
     delay_s           sleep before answering (before the headers, for streams)
     text, tool_calls  the answer; tool_calls = [{"name", "arguments"(str)}]
+    reasoning         `reasoning_content` before the answer, as vLLM / DeepSeek servers send it
     prompt_tokens, completion_tokens, finish_reason
     disconnect        close the connection without any answer
     stream_fail_after drop the connection after that many SSE chunks
     chunk_delay_s     per-reply override of `chunk_delay_s`
     body              a raw JSON object to answer with (non-stream), as is
+    raw, content_type bytes to answer with as is, streamed requests too (HTML, garbage, empty)
+    omit_done         end the stream cleanly without `data: [DONE]`
+    truncate_after    after that many SSE chunks send half of the next one and end cleanly
+    error_event_after after that many SSE chunks send an in-band `data: {"error": ...}` event
 
 Attributes: `requests` (RecordedRequest list; streamed ones get `chunk_times`, the
 monotonic time each SSE event was written, and `client_gone_at` when the client hung up
@@ -75,6 +80,12 @@ class Reply:
     chunk_delay_s: float | None = None
     error: dict[str, Any] | None = None
     body: Any = None
+    reasoning: str | None = None
+    raw: bytes | None = None
+    content_type: str = "application/json"
+    omit_done: bool = False
+    truncate_after: int | None = None
+    error_event_after: int | None = None
 
 
 def _text_of(content: Any) -> str:
@@ -170,6 +181,9 @@ class FakeOpenAI(ThreadedFake):
             return refused
         if reply.body is not None:
             return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+        if reply.raw is not None:
+            return web.Response(body=reply.raw, status=reply.status, headers={
+                "content-type": reply.content_type, **reply.headers})
         answer = self._answer(req, reply)
         if req.get("stream"):
             return await self._stream(request, rec, reply, req, answer)
@@ -177,6 +191,8 @@ class FakeOpenAI(ThreadedFake):
                                    "annotations": []}
         if answer["tool_calls"]:
             message["tool_calls"] = answer["tool_calls"]
+        if reply.reasoning:
+            message["reasoning_content"] = reply.reasoning
         choices = [{"index": i, "message": message, "logprobs": None, "finish_reason": answer["finish_reason"]}
                    for i in range(answer["n"])]
         return web.json_response({**answer["head"], "object": "chat.completion", "choices": choices,
@@ -237,6 +253,7 @@ class FakeOpenAI(ThreadedFake):
         n = answer["n"]
         events = [chunk([{"role": "assistant", "content": None if answer["tool_calls"] else "",
                           "refusal": None}] * n)]
+        events += [chunk([{"reasoning_content": w}] * n) for w in re.findall(r"\s*\S+", reply.reasoning or "")]
         # one word per chunk, spaces kept, so clients that join the deltas get the exact text back
         events += [chunk([{"content": w}] * n) for w in re.findall(r"\s*\S+", answer["text"] or "")]
         for i, call in enumerate(answer["tool_calls"] or []):
@@ -261,13 +278,24 @@ class FakeOpenAI(ThreadedFake):
                 return resp
             if k and pause:
                 await asyncio.sleep(pause)
+            line = b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+            if k == reply.truncate_after:  # half an event, then a clean end of the body
+                await resp.write(line[:len(line) // 2])
+                await resp.write_eof()
+                return resp
+            if k == reply.error_event_after:  # as OpenAI does: the error event, then the end
+                await resp.write(b"data: " + json.dumps(_error_body(500, "fake upstream: in-band error")).encode()
+                                 + b"\n\ndata: [DONE]\n\n")
+                await resp.write_eof()
+                return resp
             try:
-                await resp.write(b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")
+                await resp.write(line)
             except ConnectionError:  # the client (the proxy) went away: tests check it stops reading
                 rec.client_gone_at = time.monotonic()
                 return resp
             rec.chunk_times.append(time.monotonic())
-        await resp.write(b"data: [DONE]\n\n")
+        if not reply.omit_done:
+            await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
 

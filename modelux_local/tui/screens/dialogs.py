@@ -15,11 +15,13 @@ HELP = [
     ("everywhere", [("?  F1", "this help"), ("ctrl+p", "command palette"), ("esc", "back"), ("q", "quit (stops the proxy when serving)")]),
     ("runs", [("↑ ↓  enter", "move, open the run's trace"), ("space", "mark a run for replay"),
               ("r", "replay the marked runs (or the one under the cursor)"), ("/", "filter: words, or tag k=v"),
-              ("s  S", "sort by started / cost / calls / duration / budget; reverse"), ("c", "configs"),
+              ("s  S", "sort by started / cost / calls / duration / budget / usual; reverse"), ("c", "configs"),
               ("● ✓ ✗ ◆", "running / completed / aborted / marked (the status glyphs of a narrow terminal)"),
-              ("budget", "the run's use of the limit it is closest to (max_cost_usd, max_calls, max_tokens…)")]),
+              ("budget", "the run's use of the limit it is closest to (max_cost_usd, max_calls, max_tokens…, "
+                         "or its agent's usual run: x2.3 of usual = 2.3 times its p90)")]),
     ("run", [("↑ ↓", "walk the tree: run → calls → attempts"), ("enter", "expand / collapse a call"),
-             ("e", "expand every call"), ("tab", "move to the detail pane and scroll it (↑ ↓ pgup pgdn)")]),
+             ("e", "expand every call"), ("tab", "move to the detail pane and scroll it (↑ ↓ pgup pgdn)"),
+             ("t", "the timeline: ↑ ↓ a call, enter its detail, + - zoom, ← → pan, 0 fit")]),
     ("configs", [("p", "promote a candidate config (asks first)"), ("b", "roll back (asks first)")]),
     ("replay", [("p  d  b", "promote / per-step diff / rollback plan")]),
 ]

@@ -18,7 +18,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Sparkline, Static
 
-from ..data import DataSource, Pulse, ReloadView, RunRow
+from ..data import DataSource, Pulse, ReloadView, RunRow, printable
 from ..runfilter import matches
 from ..widgets import format as fmt
 
@@ -40,6 +40,7 @@ FULL_READ_S = 5.0   # without a write to the database, re-read at most this ofte
 SORTS: dict[str, Callable[[RunRow], object]] = {
     "started": lambda r: r.started_at, "cost": lambda r: r.cost_usd or 0.0, "calls": lambda r: r.calls,
     "duration": lambda r: r.duration_s, "budget": lambda r: r.budget_share or 0.0,
+    "usual": lambda r: r.usual or 0.0,
 }
 REFRESH_S = 1.0
 
@@ -226,7 +227,7 @@ class RunsScreen(Screen):
                 new = [f for f in now[r.run_id] if f and f not in before]
                 if new:
                     what = ", ".join(new) + (f": {r.abort_reason}" if r.abort_reason and "aborted" in new else "")
-                    self.notify(f"{r.run_id}: {what}", title="run flagged",
+                    self.notify(f"{printable(r.run_id)}: {what}", title="run flagged",
                                 severity="error" if "aborted" in new else "warning")
         self._seen_flags = now
 
@@ -234,6 +235,8 @@ class RunsScreen(Screen):
         text = Text.assemble(("spend today ", "dim"), (fmt.money(p.spend_today_usd), "bold"),
                              ("  calls/min ", "dim"), (str(p.calls_per_min), "bold"),
                              ("  running ", "dim"), (str(p.runs_running), "bold"), ("  spend/min, 30m ", "dim"))
+        if p.storage:
+            text = Text.assemble((p.storage, "bold red"), "  ", text)  # first: the header is one line
         self.query_one("#pulse-text", Static).update(text)
         self.query_one("#spark", Sparkline).data = p.spend_per_minute
 
@@ -253,15 +256,16 @@ class RunsScreen(Screen):
             "mark": lambda: self._mark_cell(r.run_id),
             "status": lambda: Text.assemble(self._mark_cell(r.run_id), fmt.status_glyph(r.status)) if self.narrow
                               else fmt.status(r.status),
-            "run": lambda: Text(r.run_id, style=flagged_style),
+            "run": lambda: Text(printable(r.run_id), style=flagged_style),
             "cost": lambda: fmt.money(r.cost_usd),
-            "budget": lambda: fmt.meter(use[0], NARROW_METER) if self.narrow and use else
-                              fmt.meter(use[0], limit=use[1]) if use else fmt.meter(None),
+            "budget": lambda: fmt.meter(use[0], NARROW_METER if self.narrow else fmt.METER_WIDTH, use[1],
+                                        running=r.status == "running", label=not self.narrow)
+                              if use else fmt.meter(None),
             "calls": lambda: str(r.calls),
             "flags": lambda: Text(flags, style=("white on red" if r.status == "aborted" else "black on yellow")
                                   if flags else ""),
             "tokens": lambda: fmt.tokens(r.tokens),
-            "agent": lambda: r.agent or "—",
+            "agent": lambda: Text(printable(r.agent)) if r.agent else (Text(printable(r.first_alias), style="dim") if r.first_alias else "—"),
             "duration": lambda: fmt.duration(r.duration_s),
             "errors": lambda: Text(str(r.errors), style="red" if r.errors else "dim"),
             "age": lambda: fmt.age_coarse(self.data.clock() - r.started_at),

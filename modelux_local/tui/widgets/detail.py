@@ -15,6 +15,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from ..data import printable
 from . import format as fmt
 
 _ROLE_STYLE = {"system": "bold magenta", "user": "bold cyan", "assistant": "bold green", "tool": "bold yellow",
@@ -82,9 +83,9 @@ def message(m: dict) -> RenderableType:
     return Group(head, Padding(Group(*body), (0, 0, 1, 2)))
 
 
-def render_run(run: dict) -> RenderableType:
-    rows = [("run", run["run_id"]), ("status", fmt.status(run["status"])),
-            ("tags", ", ".join(f"{k}={v}" for k, v in run["tags"].items()) or "—"),
+def render_run(run: dict, breakdown: Any = None) -> RenderableType:
+    rows = [("run", printable(run["run_id"])), ("status", fmt.status(run["status"])),
+            ("tags", printable(", ".join(f"{k}={v}" for k, v in run["tags"].items())) or "—"),
             ("started", run["started_at"]), ("calls", f"{run['calls']}  ({run['errors']} errors, {run['retries']} retries)"),
             ("tokens", f"{run['input_tokens']:,} in / {run['output_tokens']:,} out"),
             ("cost", fmt.money(run["cost_usd"])), ("duration", fmt.ms(run["duration_ms"])),
@@ -92,10 +93,56 @@ def render_run(run: dict) -> RenderableType:
     if run.get("anomalies"):
         rows.append(("anomalies", Text(", ".join(run["anomalies"]), style="bold yellow")))
     if run.get("abort_reason"):
-        rows.append(("aborted", Text(run["abort_reason"], style="bold red")))
+        rows.append(("aborted", Text(printable(run["abort_reason"]), style="bold red")))
     if run.get("outcome"):
         rows.append(("outcome", json.dumps(run["outcome"])))
-    return Group(_section("Run"), _kv(rows))
+    parts: list[RenderableType] = [_section("Run"), _kv(rows)]
+    if run.get("expected"):
+        parts += [_section(f"Usual for {run['expected']['agent']}"), _usual(run["expected"], run["status"])]
+    if breakdown is not None and (breakdown.by_alias or breakdown.repeats):
+        parts += [_section("Where the money went"), *_spend(breakdown)]
+    return Group(*parts)
+
+
+def _usual(e: dict, status: str) -> RenderableType:
+    """The agent's usual run (p50 / p90 of its recent completed runs) and where this run stands."""
+    c, n, d = e["cost_usd"], e["calls"], e["duration_ms"]
+    rows = [("history", f"{e['history_runs']} completed runs, last {e['window_days']} days"),
+            ("cost", f"p50 {fmt.money(c['p50'])}  p90 {fmt.money(c['p90'])}"),
+            ("calls", f"p50 {n['p50']:g}  p90 {n['p90']:g}"),
+            ("duration", f"p50 {fmt.ms(d['p50'])}  p90 {fmt.ms(d['p90'])}")]
+    if not e["judged"]:
+        rows.append(("this run", Text(f"not judged: {e['min_history']} runs of history needed", style="dim")))
+    elif e["over_usual"] is not None:
+        ratio = e["over_usual"]
+        rows.append(("this run", Text(f"x{ratio:.2f} of the p90 {e['over_usual_by']}",
+                                      style="bold magenta" if ratio >= 1 else "")))
+    return _kv(rows)
+
+
+def _spend(b: Any) -> list[RenderableType]:
+    """By alias, by model, and the input that repeated the previous call's prompt."""
+    out: list[RenderableType] = []
+    for title, lines in (("alias", b.by_alias), ("model", b.by_model)):
+        t = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
+        t.add_column(title, overflow="fold")
+        for name in ("calls", "in", "out", "cost"):
+            t.add_column(name, justify="right", no_wrap=True)
+        for s in lines:
+            d = s.as_dict()
+            t.add_row(s.name, str(s.calls), fmt.tokens(s.input_tokens), fmt.tokens(s.output_tokens),
+                      fmt.money(d["cost_usd"]))
+        out.append(t)
+    r = b.repeats
+    if r is not None and r.input_tokens:
+        saving = (f"caching would save ~{fmt.money(r.saving_nusd / 1e9)}" if r.saving_nusd else
+                  f"caching would save at most {fmt.money(r.saving_max_nusd / 1e9)}" if r.saving_max_nusd else "")
+        out.append(Text.assemble(("repeated prompt ", "bold"),
+                                 f"{r.share:.0%} of input tokens ({fmt.tokens(r.repeated_tokens)} of "
+                                 f"{fmt.tokens(r.input_tokens)}) repeat the previous call's prompt; ",
+                                 (saving, "bold"),
+                                 (f" ({fmt.tokens(r.cached_tokens)} already cached)" if r.cached_tokens else "", "dim")))
+    return out
 
 
 def render_call(call: dict) -> RenderableType:

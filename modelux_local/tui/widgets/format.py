@@ -64,17 +64,26 @@ def age_coarse(seconds: float) -> str:
     return "<1m" if seconds < 60 else age(seconds)
 
 
-def meter(share: float | None, width: int = METER_WIDTH, limit: str | None = None) -> Text:
+def meter(share: float | None, width: int = METER_WIDTH, limit: str | None = None, *, running: bool = False,
+          label: bool = True) -> Text:
     """A bar of the run's use of its budget: green, yellow past 80 %, red past 100 %. `limit` names the
-    limit the share is of when it is not the cost (calls, tokens, time)."""
+    limit the share is of when it is not the cost (calls, tokens, time), or "usual": the agent's p90.
+    A running run past its usual is labelled with the ratio ("x2.3 of usual"): not over a budget (red),
+    but off its course (magenta). `label`: name the limit (the wide layouts)."""
     if share is None:
         return Text("—", style="dim")
     filled = min(width, round(share * width))
-    style = "red" if share >= 1 else "yellow" if share >= 0.8 else "green"
+    usual = limit == "usual"
+    # past a budget is red; past the usual only alarms while the run runs (a tenth of runs end past p90)
+    style = ("bold magenta" if usual and share >= 1 and running else "red" if share >= 1 and not usual else
+             "yellow" if share >= 0.8 else "green")
     bar = Text("█" * filled, style=style)
     bar.append("░" * (width - filled), style="grey37")
+    if usual and share >= 1 and running:
+        bar.append(f" x{min(share, 99.9):.1f}" + (" of usual" if label else ""), style=style)
+        return bar
     bar.append(f" {min(share, 9.99) * 100:3.0f}%", style=f"bold {style}" if share >= 0.8 else "")
-    if limit and limit != "cost":
+    if label and limit and limit != "cost":
         bar.append(f" {limit}", style="dim")
     return bar
 
@@ -104,3 +113,27 @@ _GLYPH = {"running": "●", "completed": "✓", "aborted": "✗", "ok": "✓", "
 def status_glyph(s: str) -> Text:
     """One cell for a status where columns are scarce (80 columns): ● running, ✓ completed, ✗ aborted."""
     return Text(_GLYPH.get(s, "?"), style=_STATUS_STYLE.get(s, ""))
+
+
+def elide_middle(text: Text, width: int) -> Text:
+    """`mock/very-long…model-name`: the start and the end of a text that does not fit, never a cut end."""
+    if text.cell_len <= width:
+        return text
+    if width <= 1:
+        return Text("…")
+    keep = width - 1
+    head = keep // 2
+    return Text.assemble(text[:head], "…", text[len(text.plain) - (keep - head):])
+
+
+def fit(head: Text, tail: Text, width: int) -> Text:
+    """head + tail in `width` cells: the tail (a model name) whole when it fits, the head's end cut
+    with an ellipsis before it; a tail too long on its own loses its middle instead."""
+    if head.cell_len + tail.cell_len <= width:
+        return Text.assemble(head, tail)
+    room = width - tail.cell_len - 1
+    if room >= min(4, head.cell_len):  # "#12…" still says which call it is
+        space = head.plain.rfind(" ", 0, room + 1)
+        cut = space if space >= max(3, room - 6) else room  # end on a word rather than half a figure
+        return Text.assemble(head[:cut], ("…", "dim"), tail)
+    return elide_middle(Text.assemble(head[:min(head.cell_len, max(0, width // 3))], tail), width)

@@ -1,4 +1,6 @@
-"""OpenAI Chat Completions <-> Anthropic Messages, both directions, plus the stream translator.
+"""Anthropic as an *upstream* (the anthropic provider kind): OpenAI Chat Completions out to the
+Messages API, its answers and stream back to OpenAI shapes. Its counterpart for Anthropic
+*clients* (`POST /v1/messages` in) is anthropic_in.py.
 
 Pure functions over dicts (no I/O) so they are cheap to test and to time. What cannot be
 expressed in the Messages API is refused with a 400 naming the parameter, never dropped:
@@ -13,7 +15,7 @@ from typing import Any
 from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError
 from ._openai_shapes import (bad_request, base64_data_url, check_params, chunk_json, decode_json, error_object,
-                             image_url_of, text_of, tool_call_arguments, usage_chunk_json, vendor_error)
+                             image_url_of, invalid_answer, text_of, tool_call_arguments, usage_chunk_json, vendor_error)
 
 DEFAULT_VERSION = "2023-06-01"
 
@@ -326,9 +328,12 @@ class StreamTranslator:
         return chunk_json(self.id, self.created, self.model, 0, delta, finish)
 
     def feed_sse(self, event: str, data: str) -> list[bytes]:
-        """One SSE event as it came off the wire; anything but a JSON object is skipped."""
+        """One SSE event as it came off the wire; anything but a JSON object is an upstream_invalid error."""
         parsed = decode_json(data)
-        return self.feed(event, parsed) if isinstance(parsed, dict) else []
+        if not isinstance(parsed, dict):
+            raise invalid_answer(self.provider, f"a stream event that is not a JSON object ({event or 'unnamed'})",
+                                 body=data.encode())
+        return self.feed(event, parsed)
 
     def feed(self, event: str, data: dict[str, Any]) -> list[bytes]:
         kind = data.get("type") or event
@@ -390,6 +395,5 @@ class StreamTranslator:
     def finish_chunks(self) -> list[bytes]:
         """The closing usage chunk, always sent; raises when the stream ended early."""
         if not self.stopped:
-            raise UpstreamError(f"{self.provider}: stream ended before message_stop",
-                                status=None, category="connect")
+            raise invalid_answer(self.provider, "stream ended before message_stop")
         return [usage_chunk_json(self.id, self.created, self.model, self.final_usage())]

@@ -1,4 +1,5 @@
-"""The Anthropic Messages API as an *input* format (for `POST /v1/messages`).
+"""The Anthropic Messages API as an *input* format (for `POST /v1/messages`); Anthropic as an
+upstream is anthropic_out.py.
 
 The proxy turns an Anthropic request into an OpenAI chat body, routes it like any other call
 (to any provider kind), and turns the OpenAI answer back: a message, or a stream of Anthropic
@@ -159,6 +160,13 @@ def _tags(metadata: Any) -> dict[str, str]:
 
 def anthropic_request_to_openai(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """An OpenAI chat body and the tags found in `metadata`; raises BadRequest when it cannot."""
+    try:
+        return _to_openai(body)
+    except (TypeError, AttributeError, KeyError, ValueError) as e:  # a field of the wrong JSON type
+        raise BadRequest(f"request has a field of an unexpected type ({type(e).__name__}: {e})") from None
+
+
+def _to_openai(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     for key in body:
         if key in REFUSED or key not in KNOWN:
             raise BadRequest(f"'{key}' is not supported by this gateway", param=key)
@@ -166,9 +174,15 @@ def anthropic_request_to_openai(body: dict[str, Any]) -> tuple[dict[str, Any], d
         raise BadRequest("messages: at least one message is required", param="messages")
     messages: list[dict[str, Any]] = []
     if body.get("system"):
+        if not isinstance(body["system"], (str, list)):
+            raise BadRequest("system: a string or a list of text blocks is required", param="system")
         messages.append({"role": "system", "content": _system_text(body["system"])})
     for i, msg in enumerate(body["messages"]):
         param = f"messages.{i}.content"
+        if not isinstance(msg, dict):
+            raise BadRequest("each message must be an object with 'role' and 'content'", param=f"messages.{i}")
+        if not isinstance(msg.get("content"), (str, list, type(None))):
+            raise BadRequest("content: a string or a list of content blocks is required", param=param)
         if msg.get("role") == "user":
             messages.extend(_user_messages(msg.get("content"), param))
         elif msg.get("role") == "assistant":
