@@ -279,7 +279,10 @@ class Dispatcher:
                 return await self._fail(call, e, response=error_body(e.message, e.type, e.code),
                                         status="aborted" if e.status == 402 else "error")
             answer = self.source.lookup(ctx, call.raw, call.cache) if self.source is not None else None
-            result, target = await (answer.execute if answer is not None else execute)(ctx.plan, send, call.attempts)
+            if answer is None:
+                result, target = await execute(ctx.plan, send, call.attempts)
+            else:  # a recording answers in place of routing
+                result, target = await answer.execute(ctx.plan, send, call.attempts)
         except UpstreamError as e:  # a client error from the upstream: passes through
             return await self._fail(call, e, response=e.body)
         except AllTargetsFailed as e:

@@ -24,7 +24,7 @@ def register(sub, config_sub, common) -> None:
     sh.add_argument("file", metavar="FILE")
     sh.add_argument("--json", action="store_true", help="the header and calls as one JSON document")
     sh.set_defaults(func=show)
-    # serve's own parser is built in cli.py; playback adds its two flags here
+    # serve registers itself first (cli.COMMANDS); playback adds its two flags to it here
     serve = sub.choices["serve"]
     serve.add_argument("--cassette", metavar="FILE", help="answer from this cassette instead of the providers")
     serve.add_argument("--on-miss", choices=("error", "live", "record"), default="error",
