@@ -273,7 +273,7 @@ def _console(name: str) -> tuple[list[str], list[list[str]]]:
 
 def test_runs_list(demo):
     (cmd,), (shown,) = _console("runs-list")
-    out = sh(cmd, home=demo.data_dir).stdout.splitlines()
+    out = sh(cmd, home=demo.data_dir).stdout.split("\n\n")[0].splitlines()  # the table, not the untagged footer
     assert out[0].split() == shown[0].split()  # the same columns
     rows = [line.split() for line in out[1:]]
     assert {"task-812", "task-807"} <= {r[1] for r in rows} and {r[2] for r in rows} == {"research-v2"}

@@ -1,16 +1,18 @@
 """`serve`: the proxy (and, in a terminal, the TUI) in one process."""
 from __future__ import annotations
 
+import asyncio
 import gc
 import ipaddress
 import logging
 import os
+import shlex
 import sys
 
 from ..config.loader import ConfigSet
 from ..errors import ConfigError
-from ..pricing import nanos_to_usd
-from ..settings import resolve_paths
+from ..pricing import format_usd, nanos_to_usd
+from ..settings import announce_server, resolve_paths
 
 log = logging.getLogger("modelux")
 
@@ -24,9 +26,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def banner(cs: ConfigSet, host: str, port: int, db: str) -> str:
+def banner(cs: ConfigSet, host: str, port: int, data_dir: str) -> str:
     lines = [f"modelux-local listening on http://{host}:{port}/v1  (OpenAI base_url)",
-             f"  data:   {db}", f"  config: {cs.source}  (serving @{cs.default_name}: "
+             f"  data:   {data_dir}/modelux.db",
+             f"  reuse:  export MODELUX_HOME={shlex.quote(data_dir)}   (other commands in this shell use this data;"
+             " while this is the only server running they find it anyway)",
+             f"  config: {cs.source}  (serving @{cs.default_name}: "
              + ", ".join(f"@{a}" for a in cs.routing[cs.default_name].aliases) + ")"]
     if cs.source == "<embedded default>":
         lines.append("  This is the demo default: every alias routes to the built-in mock provider (no API keys).")
@@ -42,7 +47,7 @@ def _log_calls(conn, records) -> None:
         cost = nanos_to_usd(r.cost_nanos)
         log.info("%s %s %s -> %s/%s %s %s %dms%s%s", r.run_id or "-", r.endpoint, r.alias or r.model, r.provider,
                  r.model, r.http_status, r.status, r.latency_ms, f" {u.input_tokens}+{u.output_tokens} tok" if u else "",
-                 f" ${cost:.6f}" if cost is not None else (" unpriced" if u else ""))
+                 f" {format_usd(cost)}" if cost is not None else (" unpriced" if u else ""))
 
 
 def _port_taken(host: str, port: int) -> str | None:
@@ -77,7 +82,7 @@ def run(args) -> int:
     from ..proxy.app import create_app
     from ..runtime import Runtime
 
-    paths = resolve_paths(args.data_dir, args.config_dir)
+    paths = resolve_paths(args.data_dir, args.config_dir, discover=False)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
@@ -102,15 +107,22 @@ def run(args) -> int:
         rt.writer.after_batch.append(_log_calls)
     app = create_app(rt)
     tui = not args.headless and sys.stdout.isatty()
-    print(banner(rt.configs, host, port, str(paths.db_path)), file=sys.stderr, flush=True)
+    print(banner(rt.configs, host, port, str(paths.data_dir.resolve())), file=sys.stderr, flush=True)
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
                             log_level="warning", access_log=False, timeout_graceful_shutdown=30,
                             proxy_headers=False)  # we bind loopback; no X-Forwarded-* to trust
     freeze_startup_heap()
-    if tui:  # the proxy on its own thread and loop, the TUI in this one (modelux_local/commands/tui_cmd.py)
-        from .tui_cmd import serve_with_tui
+    announced = announce_server(paths, host, port)
+    if announced is not None:  # uvicorn re-raises SIGTERM after its shutdown, so `finally` alone is not enough
+        rt.on_stop.append(lambda: asyncio.to_thread(announced.unlink, missing_ok=True))
+    try:
+        if tui:  # the proxy on its own thread and loop, the TUI in this one (modelux_local/commands/tui_cmd.py)
+            from .tui_cmd import serve_with_tui
 
-        return serve_with_tui(rt, config, paths)
-    server = uvicorn.Server(config)
-    server.run()
-    return 0 if server.started else 1
+            return serve_with_tui(rt, config, paths)
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else 1
+    finally:
+        if announced is not None:
+            announced.unlink(missing_ok=True)

@@ -38,6 +38,15 @@ class MockModel(_S, kw_only=True):
     embedding_dim: int = 256
 
 
+# Mock models that are always known (and priced, in pricing/book.py) besides a provider's `models`.
+BUILTIN_MOCK_MODELS = ("mock-large", "mock-small", "mock-embed")
+
+
+def mock_model_known(provider: "ProviderConfig", model: str) -> bool:
+    """A mock provider that declares `models` knows those and the built-in ones: a typo is not a model."""
+    return not provider.models or model in provider.models or model in BUILTIN_MOCK_MODELS
+
+
 class ProviderConfig(_S, kw_only=True):
     kind: Literal["openai", "anthropic", "gemini", "mock"]
     base_url: str | None = None

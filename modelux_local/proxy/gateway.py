@@ -17,7 +17,7 @@ from litestar import Response
 from litestar.response import Stream
 
 from ..core.records import CallRecord
-from ..core.tags import TagError, parse_tags
+from ..core.tags import TagError, parse_tags, pop_body_tags
 from ..config.schema import Retries
 from ..errors import AllTargetsFailed, BadRequest, BodyTooLarge, ModeluxError, ModelNotFound, UpstreamError
 from ..providers.base import ChatRequest, ChatResult, ChatStream
@@ -98,7 +98,7 @@ class Gateway:
     def _parse(self, raw: bytes, headers: Any) -> tuple[dict, dict[str, str]]:
         body = self.decode(raw)
         try:
-            tags = parse_tags(body.pop("mlx:tags", None), headers.get("x-mlx-tags"), headers.get("x-mlx-run-id"))
+            tags = parse_tags(pop_body_tags(body), headers.get("x-mlx-tags"), headers.get("x-mlx-run-id"))
         except TagError as e:
             raise BadRequest(str(e), param="mlx:tags") from None
         model = body.get("model")

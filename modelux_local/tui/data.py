@@ -24,7 +24,7 @@ from ..core.tags import tags_match
 from ..errors import ConfigError
 from ..pricing import nanos_to_usd
 from ..storage.db import connect, open_db
-from ..storage.queries import Reader
+from ..storage.queries import NOT_INTERNAL, Reader, untagged_calls
 from .runfilter import filter_sql
 
 _dec = msgspec.json.Decoder()
@@ -90,6 +90,7 @@ class Pulse:
     calls_per_min: int
     spend_per_minute: list[float]
     runs_running: int
+    untagged_calls: int = 0  # calls without a run_id: the empty state says they exist
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,7 @@ class DataSource:
         now = self.clock()
         today = self._spend_today(conn, now)
         per_min = conn.execute("SELECT count(*) FROM calls WHERE started_at >= ? AND started_at <= ? "
-                               "AND replay_id IS NULL", (now - 60, now)).fetchone()[0]
+                               f"AND replay_id IS NULL AND {NOT_INTERNAL}", (now - 60, now)).fetchone()[0]
         start = now - SPARK_MINUTES * 60
         buckets = [0.0] * SPARK_MINUTES
         for minute, nanos in conn.execute(
@@ -331,7 +332,7 @@ class DataSource:
                 buckets[minute] = nanos_to_usd(nanos)
         running = conn.execute("SELECT count(*) FROM runs WHERE status = 'running' AND last_at >= ? "
                                "AND replay_id IS NULL", (now - self.idle_timeout_s(),)).fetchone()[0]
-        return Pulse(nanos_to_usd(today) or 0.0, per_min, buckets, running)
+        return Pulse(nanos_to_usd(today) or 0.0, per_min, buckets, running, untagged_calls(conn))
 
     def _spend_today(self, conn, now: float) -> int:
         """Nano-dollars spent since local midnight, summed once and then only over the calls written
