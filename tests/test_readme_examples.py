@@ -49,7 +49,8 @@ ELSEWHERE = {
     "tui-commands": "test_tui_serve.py::test_tui_command_opens_on_a_stopped_servers_database",
     "tui-screen": "test_tui_snapshots.py",
     "export-cli": "test_export.py::test_readme_export_example_runs",
-    "quickstart-demo": "test_demo.py::test_readme_quickstart_demo_finds_the_running_server",  # a picture of the runs screen; the snapshots check the real one
+    "quickstart-demo": "test_demo.py::test_readme_quickstart_demo_finds_the_running_server",
+    "otlp-live": "test_otlp_live.py::test_the_readme_config_loads_and_exports",  # a picture of the runs screen; the snapshots check the real one
 }
 
 

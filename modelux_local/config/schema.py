@@ -115,6 +115,21 @@ class PromotionSection(_S, kw_only=True):
     judge_rubric: str = "Which answer does the task better: correct, complete, and following the instructions?"
 
 
+class OtlpExport(_S, kw_only=True):
+    """[export.otlp]: live OTLP trace export while serving. Unset keys fall back to the standard
+    OTEL_EXPORTER_OTLP_* variables; no endpoint anywhere means no live export."""
+
+    endpoint: str | None = None        # base URL; /v1/traces is appended (as OTEL_EXPORTER_OTLP_ENDPOINT)
+    headers: dict[str, str] = {}       # e.g. Authorization (secrets: prefer OTEL_EXPORTER_OTLP_HEADERS)
+    protocol: Literal["http/protobuf", "http/json"] | None = None   # default http/protobuf
+    content: bool = False              # message content on spans (GenAI conventions: off by default)
+    include_replays: bool = False
+
+
+class ExportSection(_S, kw_only=True):
+    otlp: OtlpExport = OtlpExport()
+
+
 class ServerConfig(_S, kw_only=True):
     """modelux.toml"""
 
@@ -128,6 +143,7 @@ class ServerConfig(_S, kw_only=True):
     runs: RunsSection = RunsSection()
     prices: dict[str, Price] = {}
     promotion: PromotionSection = PromotionSection()
+    export: ExportSection = ExportSection()
 
 
 class Retries(_S, kw_only=True):

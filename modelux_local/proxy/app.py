@@ -14,6 +14,7 @@ from litestar.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import ModeluxError, NotFound, Unauthorized
+from ..export import live as live_otlp
 from ..runtime import Runtime
 from .errors import JSON, on_http_exception, on_modelux_error, on_unexpected
 from .gateway import Gateway
@@ -26,6 +27,7 @@ def _json(obj: Any, status: int = 200) -> Response:
 def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
     gw = Gateway(rt)
     token = os.environ.get("MODELUX_TOKEN") or None
+    otlp = live_otlp.install(rt)  # ecosystem: [export.otlp] live exporter, a job on rt.background (export/live.py)
 
     @post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -49,8 +51,11 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True) -> Litestar:
 
     @get("/healthz")
     async def healthz() -> Response:
-        return _json({"status": "ok", "version": __version__, "config": rt.snapshot.configs.source,
-                      "queue": rt.writer.pending, "write_failures": rt.writer.failed_batches})
+        body = {"status": "ok", "version": __version__, "config": rt.snapshot.configs.source,
+                "queue": rt.writer.pending, "write_failures": rt.writer.failed_batches}
+        if otlp is not None:  # ecosystem: live OTLP export lag and last error
+            body["otlp"] = otlp.status()
+        return _json(body)
 
     async def read_after_writes(read, key: str, what: str) -> Response:
         """Waits for the calls queued so far to be written (read-your-writes), then reads off the loop."""

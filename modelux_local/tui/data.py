@@ -91,6 +91,7 @@ class Pulse:
     spend_per_minute: list[float]
     runs_running: int
     untagged_calls: int = 0  # calls without a run_id: the empty state says they exist
+    otlp: str | None = None  # live OTLP export (serve with [export.otlp]): lag, or the error while it lasts
 
 
 @dataclass(frozen=True)
@@ -332,7 +333,9 @@ class DataSource:
                 buckets[minute] = nanos_to_usd(nanos)
         running = conn.execute("SELECT count(*) FROM runs WHERE status = 'running' AND last_at >= ? "
                                "AND replay_id IS NULL", (now - self.idle_timeout_s(),)).fetchone()[0]
-        return Pulse(nanos_to_usd(today) or 0.0, per_min, buckets, running, untagged_calls(conn))
+        exporter = getattr(self.runtime, "otlp_exporter", None)
+        return Pulse(nanos_to_usd(today) or 0.0, per_min, buckets, running, untagged_calls(conn),
+                     exporter.header_note() if exporter is not None else None)
 
     def _spend_today(self, conn, now: float) -> int:
         """Nano-dollars spent since local midnight, summed once and then only over the calls written

@@ -233,7 +233,9 @@ class RunsScreen(Screen):
     def _show_pulse(self, p: Pulse) -> None:
         text = Text.assemble(("spend today ", "dim"), (fmt.money(p.spend_today_usd), "bold"),
                              ("  calls/min ", "dim"), (str(p.calls_per_min), "bold"),
-                             ("  running ", "dim"), (str(p.runs_running), "bold"), ("  spend/min, 30m ", "dim"))
+                             ("  running ", "dim"), (str(p.runs_running), "bold"),
+                             *((("  otlp ", "dim"), (p.otlp, "bold red" if "·" in p.otlp else "bold")) if p.otlp else ()),
+                             ("  spend/min, 30m ", "dim"))
         self.query_one("#pulse-text", Static).update(text)
         self.query_one("#spark", Sparkline).data = p.spend_per_minute
 
