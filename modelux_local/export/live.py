@@ -93,6 +93,9 @@ class LiveExporter:
                     except SendError as e:
                         self._failed(e.message)
                         await asyncio.sleep(min(MAX_BACKOFF_S, 0.5 * 2 ** (self.failures - 1)))
+                        # the backlog keeps growing while the collector is away: keep /healthz honest
+                        self.lag_calls, self.oldest_unsent = await asyncio.to_thread(
+                            lambda: backlog(self._db(), self.cursor))
                 if body is not None:
                     self.sent_calls += len(rowids)
                     self.last_sent_at, self.failures = time.time(), 0
