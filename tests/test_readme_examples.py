@@ -50,7 +50,9 @@ ELSEWHERE = {
     "tui-screen": "test_tui_snapshots.py",
     "export-cli": "test_export.py::test_readme_export_example_runs",
     "quickstart-demo": "test_demo.py::test_readme_quickstart_demo_finds_the_running_server",
-    "otlp-live": "test_otlp_live.py::test_the_readme_config_loads_and_exports",  # a picture of the runs screen; the snapshots check the real one
+    "otlp-live": "test_otlp_live.py::test_the_readme_config_loads_and_exports",
+    "install-tool": "test_build.py::test_readme_install_and_build_lines_are_real",
+    "build": "test_build.py::test_readme_install_and_build_lines_are_real",  # a picture of the runs screen; the snapshots check the real one
 }
 
 
