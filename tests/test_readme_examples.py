@@ -51,6 +51,13 @@ ELSEWHERE = {
     "export-cli": "test_export.py::test_readme_export_example_runs",
     "quickstart-demo": "test_demo.py::test_readme_quickstart_demo_finds_the_running_server",
     "otlp-live": "test_otlp_live.py::test_the_readme_config_loads_and_exports",
+    "recipe-langchain": "test_recipes.py::test_langchain_openai",
+    "recipe-pydantic-ai": "test_recipes.py::test_pydantic_ai",
+    "recipe-llm-yaml": "test_recipes.py::test_simonw_llm_with_extra_openai_models",
+    "recipe-llm-cli": "test_recipes.py::test_simonw_llm_with_extra_openai_models",
+    "recipe-anthropic-env": "test_recipes.py::test_anthropic_format_tools_via_anthropic_base_url",
+    "recipe-anthropic-sdk": "test_recipes.py::test_anthropic_format_tools_via_anthropic_base_url",
+    "recipe-datasette": "test_recipes.py::test_datasette_browses_the_database",
     "install-tool": "test_build.py::test_readme_install_and_build_lines_are_real",
     "build": "test_build.py::test_readme_install_and_build_lines_are_real",  # a picture of the runs screen; the snapshots check the real one
 }
