@@ -130,3 +130,20 @@ def test_format_usd_keeps_two_significant_digits_under_a_cent():
     assert format_usd(0.0075, 5) == "$0.00750"
     assert format_usd(0.5) == "$0.5000" and format_usd(1234.5) == "$1,234.5000" and format_usd(0) == "$0.0000"
     assert format_usd(-3e-5) == "-$0.00003"
+
+
+async def test_the_tui_empty_state_counts_calls_that_arrived_without_a_run(make_server):
+    from modelux_local.tui.app import ModeluxApp
+    from modelux_local.tui.data import DataSource
+
+    from .test_tui_screens import until
+
+    srv = make_server()
+    for _ in range(2):
+        client_for(srv).chat.completions.create(model="@executor", messages=[{"role": "user", "content": "untagged"}])
+    srv.get("/mlx/v1/runs")  # written
+    app = ModeluxApp(DataSource(srv.db_path, None), subtitle="x")
+    async with app.run_test(size=(100, 30)):
+        box = app.screen.query_one("#runs-empty")
+        await until(lambda: box.display and "without a run_id" in str(box.render()), what="the untagged note")
+        assert "No runs yet" in str(box.render()) and "2 calls arrived without a run_id" in str(box.render())
