@@ -22,7 +22,7 @@ import msgspec
 from ..config.loader import ConfigSet, load_dir
 from ..core.tags import tags_match
 from ..errors import ConfigError
-from ..pricing import nanos_to_usd
+from ..pricing import format_usd, nanos_to_usd  # format_usd: for widgets/format.py (the TUI's one door)
 from ..storage.db import connect, open_db
 from ..storage.queries import NOT_INTERNAL, Reader, untagged_calls
 from .runfilter import filter_sql

@@ -5,7 +5,7 @@ import re
 
 from rich.text import Text
 
-from ...pricing import format_usd
+from ..data import format_usd
 
 METER_WIDTH = 8
 _STATUS_STYLE = {"running": "bold green", "completed": "dim", "aborted": "bold red", "ok": "green",
