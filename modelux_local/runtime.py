@@ -87,6 +87,7 @@ class Runtime:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.hooks.stop()
         for p in self.snapshot.providers.values():
             await p.aclose()
         await asyncio.to_thread(self.writer.close)

@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import os
+import tempfile
+
 import openai
 import pytest
 
 from .server import ServerProcess, write_config
+
+# Servers started by tests announce themselves here, not where a developer's own server does
+# (commands without --data-dir would otherwise find one of them).
+os.environ["MODELUX_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="modelux-run-")
 
 
 @pytest.fixture

@@ -2,45 +2,11 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from .conftest import client_for
-
-
-class Collector:
-    """A minimal OTLP/HTTP receiver: records each POST; fails the first `fail_first` ones with 503."""
-
-    def __init__(self, fail_first: int = 0):
-        self.posts: list[tuple[str, dict, dict]] = []
-        self.fail_first = fail_first
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["content-length"]))
-                if outer.fail_first:
-                    outer.fail_first -= 1
-                    self.send_response(503)
-                    self.end_headers()
-                    return
-                outer.posts.append((self.path, dict(self.headers), json.loads(body)))
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def spans(self) -> list[dict]:
-        return [s for _, _, p in self.posts for rs in p["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+from .fakes.otlp_collector import OtlpCollector as Collector
 
 
 def attrs(span: dict) -> dict:
@@ -65,8 +31,9 @@ def test_otlp_export_sends_genai_spans_with_a_run_root(recorded):
     roots = [s for s in spans if attrs(s)["gen_ai.operation.name"] == "invoke_agent"]
     exported = len(spans) - len(roots)  # the 4 chat calls, plus the search indexer's embeddings calls
     assert f"exported {exported} calls" in out.stderr and exported >= 4
-    assert all(path == "/v1/traces" for path, _, _ in col.posts) and len(col.posts) == (exported + 1) // 2
-    assert col.posts[0][1]["x-team"] == "ml"
+    assert all(p["path"] == "/v1/traces" for p in col.posts) and len(col.posts) == (exported + 1) // 2
+    assert col.posts[0]["headers"]["x-team"] == "ml"
+    assert col.posts[0]["content_type"] == "application/x-protobuf"  # the default protocol
     calls = [s for s in spans if attrs(s)["gen_ai.operation.name"] == "chat"]
     assert len(calls) == 4 and len(roots) == 1
     assert all(attrs(s)["modelux.tag.modelux"] == "semantic-index" for s in spans
@@ -86,7 +53,7 @@ def test_otlp_export_sends_genai_spans_with_a_run_root(recorded):
 
 def test_otlp_export_reports_a_receiver_that_refuses(recorded):
     col = Collector()
-    col.server.RequestHandlerClass.do_POST = lambda self: (self.send_response(400), self.end_headers())
+    col.fail_with = 400
     out = recorded.cli("export", "--otlp", col.url, check=False)
     assert out.returncode == 1 and "HTTP 400" in out.stderr and "0 calls" in out.stderr
 

@@ -65,6 +65,17 @@ ELSEWHERE = {
     "playback-miss": "test_playback_readme.py::test_a_miss_reads_as_the_readme_shows",
     "playback-pytest": "test_playback_readme.py::test_the_pytest_example_runs_with_the_plugin",
     "playback-cache-toml": "test_playback_readme.py::test_the_cache_alias_answers_the_second_identical_request",  # a picture of the runs screen; the snapshots check the real one
+    "quickstart-demo": "test_demo.py::test_readme_quickstart_demo_finds_the_running_server",
+    "otlp-live": "test_otlp_live.py::test_the_readme_config_loads_and_exports",
+    "recipe-langchain": "test_recipes.py::test_langchain_openai",
+    "recipe-pydantic-ai": "test_recipes.py::test_pydantic_ai",
+    "recipe-llm-yaml": "test_recipes.py::test_simonw_llm_with_extra_openai_models",
+    "recipe-llm-cli": "test_recipes.py::test_simonw_llm_with_extra_openai_models",
+    "recipe-anthropic-env": "test_recipes.py::test_anthropic_format_tools_via_anthropic_base_url",
+    "recipe-anthropic-sdk": "test_recipes.py::test_anthropic_format_tools_via_anthropic_base_url",
+    "recipe-datasette": "test_recipes.py::test_datasette_browses_the_database",
+    "install-tool": "test_build.py::test_readme_install_and_build_lines_are_real",
+    "build": "test_build.py::test_readme_install_and_build_lines_are_real",
 }
 
 
@@ -289,7 +300,7 @@ def _console(name: str) -> tuple[list[str], list[list[str]]]:
 
 def test_runs_list(demo):
     (cmd,), (shown,) = _console("runs-list")
-    out = sh(cmd, home=demo.data_dir).stdout.splitlines()
+    out = sh(cmd, home=demo.data_dir).stdout.split("\n\n")[0].splitlines()  # the table, not the untagged footer
     assert out[0].split() == shown[0].split()  # the same columns
     rows = [line.split() for line in out[1:]]
     assert {"task-812", "task-807"} <= {r[1] for r in rows} and {r[2] for r in rows} == {"research-v2"}

@@ -23,7 +23,7 @@ from ..core.records import CallRecord
 from ..core.tags import tags_match
 from ..core.usage import Usage
 from ..errors import RunBlocked
-from ..pricing import nanos_to_usd
+from ..pricing import format_usd, nanos_to_usd
 from .spend import (body_usage, chunk_output_chars, max_output_tokens, output_tokens_for_chars,
                     prompt_tokens_estimate, stream_usage)
 
@@ -79,7 +79,7 @@ class Pending:
 
 
 def _usd(n: int) -> str:
-    return f"${nanos_to_usd(n):.6f}".rstrip("0").rstrip(".") if n else "$0"
+    return format_usd(nanos_to_usd(n), 6).rstrip("0").rstrip(".") if n else "$0"
 
 
 def _limits(b: Budget) -> dict:

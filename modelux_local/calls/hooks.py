@@ -17,6 +17,8 @@ Where each hook runs, and what it may cost (see `Hooks.describe()` for the live 
 | (rollback)    | writer thread, when that transaction     | optional method of an addon with |
 |               | failed and will be retried               | after_batch: give back its state |
 | jobs          | background tasks started with the server | anything; never on a request     |
+| stop          | once when the server stops, after the    | async; before the writer drains  |
+|               | jobs are cancelled                       |                                  |
 """
 from __future__ import annotations
 
@@ -53,6 +55,9 @@ class Addon:
     def jobs(self) -> list[Job]:
         """Coroutine factories the server runs in the background while it serves."""
         return []
+
+    async def stop(self) -> None:
+        """The server is stopping: flush and clean up (its jobs are already cancelled)."""
 
 
 HOOKS = ("before", "on_chunk", "after", "after_batch")
@@ -91,6 +96,14 @@ class Hooks:
     def jobs(self) -> list[Job]:
         return [j for a in self.addons if _overrides(a, "jobs") for j in a.jobs()]
 
+    async def stop(self) -> None:
+        for a in self.addons:
+            if _overrides(a, "stop"):
+                try:
+                    await a.stop()
+                except Exception:
+                    log.exception("stopping %s failed", type(a).__name__)
+
     def settle(self, ctx: CallContext, rec: "CallRecord") -> None:
         for after in self.after:
             try:
@@ -100,4 +113,4 @@ class Hooks:
 
     def describe(self) -> dict[str, list[str]]:
         """Per hook, in the order they run: what a call pays for on the hot path."""
-        return {name: [type(a).__name__ for a in self.addons if _overrides(a, name)] for name in (*HOOKS, "jobs")}
+        return {name: [type(a).__name__ for a in self.addons if _overrides(a, name)] for name in (*HOOKS, "jobs", "stop")}

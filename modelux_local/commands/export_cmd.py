@@ -1,4 +1,5 @@
-"""`export --otlp URL | --jsonl FILE [--since D]`: ship recorded calls to other tools."""
+"""`export --otlp URL | --jsonl FILE [--since D]`: ship recorded calls to other tools (once; the
+live exporter of `serve` is export/live.py, with the same encoder)."""
 from __future__ import annotations
 
 import os
@@ -22,6 +23,10 @@ def register(sub, config_sub, common) -> None:
     p.add_argument("--header", action="append", default=[], metavar="K=V",
                    help="extra HTTP header for --otlp (repeatable; OTEL_EXPORTER_OTLP_HEADERS is read too)")
     p.add_argument("--batch", type=positive_int, default=500, help="calls per OTLP request (default 500)")
+    p.add_argument("--protocol", choices=("http/protobuf", "http/json"),
+                   help="OTLP encoding (default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
+    p.add_argument("--content", action="store_true",
+                   help="include message content (gen_ai.input.messages / gen_ai.output.messages)")
     p.set_defaults(func=run)
 
 
@@ -38,6 +43,8 @@ def run(args) -> int:
         return fail("--header applies to --otlp only", USAGE)
     if args.otlp and not args.otlp.startswith(("http://", "https://")):
         return fail(f"--otlp {args.otlp!r} is not an http(s) URL (e.g. http://127.0.0.1:4318)", USAGE)
+    if args.jsonl and (args.protocol or args.content):
+        return fail("--protocol and --content apply to --otlp only", USAGE)
     paths = resolve_paths(args.data_dir, args.config_dir)
     if not paths.db_path.exists():
         return no_database(paths)
@@ -49,10 +56,10 @@ def run(args) -> int:
     try:
         if args.jsonl:
             return _jsonl(conn, args, since)
-        headers = _headers(args.header)
-        if headers is None:
-            return 2
-        return _otlp(conn, args, since, kinds, headers)
+        target = _target(args)
+        if target is None:
+            return USAGE
+        return _otlp(conn, args, since, kinds, target)
     finally:
         conn.close()
 
@@ -105,26 +112,26 @@ def _jsonl(conn, args, since) -> int:
     return 0
 
 
-def _headers(pairs: list[str]) -> dict[str, str] | None:
-    env = os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", "")
-    items = [p for p in env.split(",") if p.strip()] + pairs
-    out = {"content-type": "application/json"}
-    for item in items:
-        k, sep, v = item.partition("=")
-        if not sep or not k.strip():
-            fail(f"header {item!r} is not K=V", USAGE)
-            return None
-        out[k.strip().lower()] = v.strip()
-    return out
+def _target(args):
+    """The OtlpTarget of the flags (and OTEL_EXPORTER_OTLP_HEADERS / _PROTOCOL), or None after an error."""
+    from ..export.otlp_http import OtlpSettingError, OtlpTarget, check_protocol, env_headers, parse_headers, traces_url
+
+    try:
+        headers = {**env_headers(), **parse_headers(",".join(args.header), "--header")}
+        protocol = check_protocol(args.protocol or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf",
+                                  "--protocol" if args.protocol else "OTEL_EXPORTER_OTLP_PROTOCOL")
+        return OtlpTarget(traces_url(args.otlp), headers, protocol, args.content, args.include_replays)
+    except OtlpSettingError as e:
+        fail(str(e), USAGE)
+        return None
 
 
-def _otlp(conn, args, since, kinds: dict[str, str], headers: dict[str, str]) -> int:
+def _otlp(conn, args, since, kinds: dict[str, str], target) -> int:
     import httpx
-    import msgspec
 
-    from ..export import count_calls, iter_calls, otlp_payload, runs_by_id, spans_for
+    from ..export import count_calls, encode, iter_calls, runs_by_id, spans_for
+    from ..export.otlp_http import SendError, post
 
-    url = args.otlp.rstrip("/") + "/v1/traces"
     meter = _Meter(count_calls(conn, since, args.include_replays), "calls")
     seen_runs: set[str] = set()
     sent_calls = sent_spans = 0
@@ -134,21 +141,17 @@ def _otlp(conn, args, since, kinds: dict[str, str], headers: dict[str, str]) -> 
         nonlocal sent_calls, sent_spans, batch
         new_runs = sorted({s["run_id"] for s in batch if s["run_id"]} - seen_runs)
         seen_runs.update(new_runs)
-        spans = spans_for(batch, runs_by_id(conn, new_runs), kinds)
-        body = msgspec.json.encode(otlp_payload(spans))
+        spans = spans_for(batch, runs_by_id(conn, new_runs), kinds, target.content)
+        body, ctype = encode(spans, target.protocol)
         for attempt in range(4):
             try:
-                r = client.post(url, content=body, headers=headers)
-                if r.status_code < 300:
-                    break
-                retry = r.status_code in (429, 502, 503, 504)
-                problem = f"HTTP {r.status_code}: {r.text[:200]}"
-            except httpx.HTTPError as e:
-                retry, problem = True, f"{type(e).__name__}: {e}"
-            if not retry or attempt == 3:
-                meter.finish(f"error: {url} refused the export ({problem}); "
-                             f"{sent_calls:,} calls / {sent_spans:,} spans were sent before it")
-                return False
+                post(client, target, body, ctype)
+                break
+            except SendError as e:
+                if not e.retryable or attempt == 3:
+                    meter.finish(f"error: {target.url} refused the export ({e.message}); "
+                                 f"{sent_calls:,} calls / {sent_spans:,} spans were sent before it")
+                    return False
             time.sleep(0.5 * 2 ** attempt)
         sent_calls += len(batch)
         sent_spans += len(spans)
@@ -163,5 +166,5 @@ def _otlp(conn, args, since, kinds: dict[str, str], headers: dict[str, str]) -> 
                 return 1
         if batch and not flush(client):
             return 1
-    meter.finish(f"exported {sent_calls:,} calls as {sent_spans:,} spans ({len(seen_runs):,} runs) to {url}")
+    meter.finish(f"exported {sent_calls:,} calls as {sent_spans:,} spans ({len(seen_runs):,} runs) to {target.url}")
     return 0

@@ -186,9 +186,10 @@ def simulate(args) -> int:
         _dump(report)
     else:
         print(render(report), end="")
-        print("\n  [promote]  [diff]  [rollback-plan]")
-        if sys.stdin.isatty() and sys.stdout.isatty() and not report["partial"]:
-            _interactive(args, paths, cs, report)
+        if sys.stdout.isatty():  # the actions are a prompt; in a pipe or a file they would be noise
+            print("\n  [promote]  [diff]  [rollback-plan]")
+            if sys.stdin.isatty() and not report["partial"]:
+                _interactive(args, paths, cs, report)
     return 130 if report.get("stopped_reason") == "interrupted" else 0
 
 

@@ -93,6 +93,7 @@ def _print_json(obj) -> None:
 
 def runs(args) -> int:
     from ..storage.analytics_queries import list_runs, make_filter
+    from ..storage.queries import untagged_calls
 
     paths, reader = _reader(args)
     if reader is None:
@@ -102,10 +103,14 @@ def runs(args) -> int:
         found = list_runs(reader, flt, args.sort, args.limit, args.min_history)
     except BadRequest as e:
         return fail(e.message, USAGE)
+    untagged = untagged_calls(reader.conn(), flt.since)
     if args.json:
-        _print_json({"runs": found})
+        _print_json({"runs": found, "untagged_calls": untagged})
     else:
         print(render.runs_table(found, usual_first=args.sort == "over_usual"))
+        if untagged:  # calls outside any run would otherwise be invisible here
+            print(f"\n{untagged:,} call{'s' if untagged != 1 else ''} without a run_id (not in any run above): "
+                  "tag calls with mlx:tags.run_id or the x-mlx-run-id header")
     return 0
 
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 import re
 
 from ..core.display import printable
+from ..pricing import format_usd
 
 
 def money(usd: float | None) -> str:
     """$0.0123; unpriced (no price known for a model) is shown as `unpriced`, never $0."""
     if usd is None:
         return "unpriced"
-    if 0 < abs(usd) < 0.0001:
-        return f"${usd:.6f}"
-    return f"${usd:,.4f}"
+    return format_usd(usd)
 
 
 def ms(x: float | None) -> str:

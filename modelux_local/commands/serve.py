@@ -1,10 +1,12 @@
 """`serve`: the proxy (and, in a terminal, the TUI) in one process."""
 from __future__ import annotations
 
+import asyncio
 import gc
 import ipaddress
 import logging
 import os
+import shlex
 import sys
 
 import apsw
@@ -12,8 +14,8 @@ import apsw
 from ..calls import Addon
 from ..config.loader import ConfigSet
 from ..errors import ConfigError
-from ..pricing import nanos_to_usd
-from ..settings import resolve_paths
+from ..pricing import format_usd, nanos_to_usd
+from ..settings import announce_server, resolve_paths
 from ..storage.db import check_writable
 
 log = logging.getLogger("modelux")
@@ -39,15 +41,28 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def banner(cs: ConfigSet, host: str, port: int, db: str) -> str:
+def banner(cs: ConfigSet, host: str, port: int, data_dir: str) -> str:
     lines = [f"modelux-local listening on http://{host}:{port}/v1  (OpenAI base_url)",
-             f"  data:   {db}", f"  config: {cs.source}  (serving @{cs.default_name}: "
+             f"  data:   {data_dir}/modelux.db",
+             f"  reuse:  export MODELUX_HOME={shlex.quote(data_dir)}   (other commands in this shell use this data;"
+             " while this is the only server running they find it anyway)",
+             f"  config: {cs.source}  (serving @{cs.default_name}: "
              + ", ".join(f"@{a}" for a in cs.routing[cs.default_name].aliases) + ")"]
     if cs.source == "<embedded default>":
         lines.append("  This is the demo default: every alias routes to the built-in mock provider (no API keys).")
         lines.append("  For real providers: `modelux-local init ./modelux-config` then "
                      "`modelux-local serve --config-dir ./modelux-config`.")
     return "\n".join(lines)
+
+
+class Unannounce(Addon):
+    """Removes this server's discovery file (settings.announce_server) when it stops."""
+
+    def __init__(self, path):
+        self.path = path
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.path.unlink, missing_ok=True)
 
 
 class CallLog(Addon):
@@ -58,7 +73,7 @@ class CallLog(Addon):
             cost = nanos_to_usd(r.cost_nanos)
             log.info("%s %s %s -> %s/%s %s %s %dms%s%s", r.run_id or "-", r.endpoint, r.alias or r.model, r.provider,
                      r.model, r.http_status, r.status, r.latency_ms, f" {u.input_tokens}+{u.output_tokens} tok" if u else "",
-                     f" ${cost:.6f}" if cost is not None else (" unpriced" if u else ""))
+                     f" {format_usd(cost)}" if cost is not None else (" unpriced" if u else ""))
 
 
 def _port_taken(host: str, port: int) -> str | None:
@@ -94,7 +109,7 @@ def run(args) -> int:
     from ..runtime import Runtime
     from .http_limits import protocol_for
 
-    paths = resolve_paths(args.data_dir, args.config_dir)
+    paths = resolve_paths(args.data_dir, args.config_dir, discover=False)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
@@ -133,7 +148,7 @@ def run(args) -> int:
 
     attach(app.state.gateway, rt.hooks, pb)
     tui = not args.headless and sys.stdout.isatty()
-    print(banner(rt.configs, host, port, str(paths.db_path)), file=sys.stderr, flush=True)
+    print(banner(rt.configs, host, port, str(paths.data_dir.resolve())), file=sys.stderr, flush=True)
     if banner_line(pb):
         print(banner_line(pb), file=sys.stderr, flush=True)
     limits = rt.configs.server.limits
@@ -142,10 +157,17 @@ def run(args) -> int:
                             log_level="warning", access_log=False, timeout_graceful_shutdown=30,
                             proxy_headers=False)  # we bind loopback; no X-Forwarded-* to trust
     freeze_startup_heap()
-    if tui:  # the proxy on its own thread and loop, the TUI in this one (modelux_local/commands/tui_cmd.py)
-        from .tui_cmd import serve_with_tui
+    announced = announce_server(paths, host, port)
+    if announced is not None:  # uvicorn re-raises SIGTERM after its shutdown, so `finally` alone is not enough
+        rt.hooks.add(Unannounce(announced))
+    try:
+        if tui:  # the proxy on its own thread and loop, the TUI in this one (modelux_local/commands/tui_cmd.py)
+            from .tui_cmd import serve_with_tui
 
-        return serve_with_tui(rt, config, paths)
-    server = uvicorn.Server(config)
-    server.run()
-    return 0 if server.started else 1
+            return serve_with_tui(rt, config, paths)
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else 1
+    finally:
+        if announced is not None:
+            announced.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ from typing import TypeVar
 import msgspec
 
 from ..errors import ConfigError
-from .schema import RoutingConfig, ServerConfig
+from .schema import BUILTIN_MOCK_MODELS, RoutingConfig, ServerConfig, mock_model_known
 
 SERVER_FILE = "modelux.toml"
 DEFAULT_DIR = Path(__file__).parent / "default"
@@ -151,6 +151,11 @@ def _check_routing(name: str, rc: RoutingConfig, server: ServerConfig, text: str
                 known = ", ".join(sorted(server.providers)) or "none"
                 raise fail(f"unknown provider {t.provider!r} (providers in {SERVER_FILE}: {known})", alias_name,
                            "provider", t.provider)
+            pc = server.providers[t.provider]
+            if pc.kind == "mock" and not mock_model_known(pc, t.model):
+                # a typo (mock/mock-smal) would otherwise answer 200 and stay unpriced
+                raise fail(f"unknown mock model {t.model!r} (models of provider {t.provider!r}: "
+                           f"{', '.join(sorted({*pc.models, *BUILTIN_MOCK_MODELS}))})", alias_name, "model", t.model)
 
 
 def load_dir(directory: Path | None) -> ConfigSet:

@@ -65,6 +65,15 @@ class MockModel(_S, kw_only=True):
     embedding_dim: Annotated[int, Meta(gt=0, le=65536)] = 256
 
 
+# Mock models that are always known (and priced, in pricing/book.py) besides a provider's `models`.
+BUILTIN_MOCK_MODELS = ("mock-large", "mock-small", "mock-embed")
+
+
+def mock_model_known(provider: "ProviderConfig", model: str) -> bool:
+    """A mock provider that declares `models` knows those and the built-in ones: a typo is not a model."""
+    return not provider.models or model in provider.models or model in BUILTIN_MOCK_MODELS
+
+
 class ProviderConfig(_S, kw_only=True):
     kind: Literal["openai", "anthropic", "gemini", "mock"]
     base_url: str | None = None
@@ -145,6 +154,21 @@ class PromotionSection(_S, kw_only=True):
     judge_rubric: str = "Which answer does the task better: correct, complete, and following the instructions?"
 
 
+class OtlpExport(_S, kw_only=True):
+    """[export.otlp]: live OTLP trace export while serving. Unset keys fall back to the standard
+    OTEL_EXPORTER_OTLP_* variables; no endpoint anywhere means no live export."""
+
+    endpoint: str | None = None        # base URL; /v1/traces is appended (as OTEL_EXPORTER_OTLP_ENDPOINT)
+    headers: dict[str, str] = {}       # e.g. Authorization (secrets: prefer OTEL_EXPORTER_OTLP_HEADERS)
+    protocol: Literal["http/protobuf", "http/json"] | None = None   # default http/protobuf
+    content: bool = False              # message content on spans (GenAI conventions: off by default)
+    include_replays: bool = False
+
+
+class ExportSection(_S, kw_only=True):
+    otlp: OtlpExport = OtlpExport()
+
+
 class ServerConfig(_S, kw_only=True):
     """modelux.toml"""
 
@@ -158,6 +182,7 @@ class ServerConfig(_S, kw_only=True):
     runs: RunsSection = RunsSection()
     prices: dict[str, Price] = {}
     promotion: PromotionSection = PromotionSection()
+    export: ExportSection = ExportSection()
 
 
 class Retries(_S, kw_only=True):

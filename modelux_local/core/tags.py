@@ -31,6 +31,17 @@ def _check(obj: Any, where: str) -> Tags:
     return obj
 
 
+def pop_body_tags(body: dict) -> Any:
+    """Takes `mlx:tags` out of a request body; a near miss (`mlx_tags`, `mlx-tags`, `mlxTags`)
+    is refused rather than forwarded, since the call would otherwise silently go untagged."""
+    for key in body:
+        if key != "mlx:tags" and isinstance(key, str) and key.lower().replace("_", "").replace("-", "") in (
+                "mlxtags", "mlx:tags"):
+            raise TagError(f"unknown body field {key!r}: run tags go in 'mlx:tags' (with a colon), "
+                           "e.g. extra_body={\"mlx:tags\": {\"run_id\": \"run_1\"}}")
+    return body.pop("mlx:tags", None)
+
+
 def parse_tags(body_tags: Any, header_tags: str | None, header_run_id: str | None) -> Tags:
     """Merges the three sources (body wins over headers); raises TagError on bad input."""
     tags: Tags = {}

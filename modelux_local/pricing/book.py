@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +25,19 @@ _GENAI_PROVIDER = {"openai": "openai", "anthropic": "anthropic", "gemini": "goog
 
 def nanos_to_usd(n: int | None) -> float | None:
     return None if n is None else n / NANOS_PER_USD
+
+
+def format_usd(usd: float, decimals: int = 4) -> str:
+    """`$1,234.5678`; under a cent, as many decimals as two significant digits need (at least
+    `decimals`), so a $0.00000004 embedding never prints as $0.000000. Every printed cost goes here."""
+    sign, v = ("-", -usd) if usd < 0 else ("", usd)
+    if 0 < v < 0.01:
+        d = max(decimals, 1 - math.floor(math.log10(v)))
+        text = f"{v:.{d}f}"
+        whole, frac = text.split(".")
+        frac = frac.rstrip("0").ljust(decimals, "0")
+        return f"{sign}${whole}.{frac}"
+    return f"{sign}${v:,.{decimals}f}"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 
 import msgspec
 
-from ..config.schema import LimitsSection, MockModel, ProviderConfig
+from ..config.schema import BUILTIN_MOCK_MODELS, LimitsSection, MockModel, ProviderConfig, mock_model_known
 from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError, category_for_status
 from ._openai_shapes import bad_request, openai_error_body
@@ -50,7 +50,12 @@ class MockProvider:
         self._rng = random.Random(cfg.seed)
 
     def _model(self, model: str) -> MockModel:
-        return self.cfg.models.get(model) or MockModel()
+        m = self.cfg.models.get(model)
+        if m is None and not mock_model_known(self.cfg, model):  # a typo is not a model
+            msg = f"mock: unknown model {model!r} (models of provider {self.name!r}: {', '.join(sorted({*self.cfg.models, *BUILTIN_MOCK_MODELS}))})"
+            raise UpstreamError(f"{self.name}: HTTP 404: {msg}", status=404, category=None,
+                                body=openai_error_body(msg, "invalid_request_error", code="model_not_found"))
+        return m or MockModel()
 
     def _maybe_fail(self, m: MockModel) -> None:
         if m.error_rate and self._rng.random() < m.error_rate:
@@ -170,7 +175,8 @@ class MockProvider:
                                 body=openai_error_body("'input' must be a string or a list of strings", "invalid_request_error"))
         await _sleep(m.latency_ms, timeout_s)
         self._maybe_fail(m)
-        data = [{"object": "embedding", "index": i, "embedding": embed_text(t, m.embedding_dim)} for i, t in enumerate(items)]
+        dim = _dimensions(body.get("dimensions"), m.embedding_dim)
+        data = [{"object": "embedding", "index": i, "embedding": embed_text(t, dim)} for i, t in enumerate(items)]
         tokens = sum(count_tokens(t) for t in items)
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return ChatResult(200, msgspec.json.encode({"object": "list", "data": data, "model": model, "usage": usage}),
@@ -178,6 +184,17 @@ class MockProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _dimensions(asked: Any, default: int) -> int:
+    """`dimensions` as OpenAI's text-embedding-3 models take it: a positive integer, else a 400."""
+    if asked is None:
+        return default
+    if isinstance(asked, bool) or not isinstance(asked, int) or not 1 <= asked <= 8192:
+        msg = f"'dimensions' must be an integer from 1 to 8192, got {asked!r}"
+        raise UpstreamError(f"mock: {msg}", status=400, category=None,
+                            body=openai_error_body(msg, "invalid_request_error", param="dimensions"))
+    return asked
 
 
 async def _sleep(ms: float, timeout_s: float) -> None:

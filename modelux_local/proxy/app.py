@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 
 from .. import __version__
 from ..errors import ModeluxError, NotFound, Unauthorized
+from ..export import live as live_otlp
 from ..runtime import Runtime
 from . import control, management, messages, replay_routes, responses
 from .errors import JSON, error_response, on_http_exception, on_unexpected
@@ -37,6 +38,7 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True, openapi: bool = Fa
     used by the schema tests."""
     gw = Gateway(rt)
     token = os.environ.get("MODELUX_TOKEN") or None
+    otlp = live_otlp.install(rt)  # [export.otlp]: the live exporter, an addon (export/live.py)
 
     @post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -67,6 +69,8 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True, openapi: bool = Fa
                "queue": st["queued"], "write_failures": st["write_failures"], "storage": st}
         if st["reason"]:
             out["reason"] = f"storage: {st['reason']}"
+        if otlp is not None:  # live OTLP export: lag and last error
+            out["otlp"] = otlp.status()
         return _json(out)
 
     async def read_after_writes(read, key: str, what: str) -> Response:

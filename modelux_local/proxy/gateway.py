@@ -14,7 +14,7 @@ from litestar import Response
 from litestar.response import Stream
 
 from ..calls import CallContext, ChatOutcome, Dispatcher, Forward, Sink, StreamFormat, new_call_id
-from ..core.tags import TagError, parse_tags
+from ..core.tags import TagError, parse_tags, pop_body_tags
 from ..errors import AllTargetsFailed, BadRequest, BodyTooLarge
 from ..runtime import Runtime
 from .errors import JSON, error_body, error_response
@@ -72,7 +72,7 @@ class Gateway:
     def _parse(self, raw: bytes, headers: Any) -> tuple[dict, dict[str, str]]:
         body = self.decode(raw)
         try:
-            tags = parse_tags(body.pop("mlx:tags", None), headers.get("x-mlx-tags"), headers.get("x-mlx-run-id"))
+            tags = parse_tags(pop_body_tags(body), headers.get("x-mlx-tags"), headers.get("x-mlx-run-id"))
         except TagError as e:
             raise BadRequest(str(e), param="mlx:tags") from None
         model = body.get("model")

@@ -28,7 +28,7 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.response import Stream
 
-from ..core.tags import TagError, parse_tags
+from ..core.tags import TagError, parse_tags, pop_body_tags
 from ..errors import AllTargetsFailed, BadRequest, ModeluxError, UpstreamError
 from ..providers.anthropic_in import (ERROR_TYPE, OpenAIChunksToAnthropicEvents, anthropic_request_to_openai,
                                       openai_error_to_anthropic, openai_response_to_anthropic)
@@ -95,7 +95,10 @@ def _translate(gw: Gateway, raw: bytes, headers: Any) -> tuple[dict, dict[str, s
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required: an @alias, provider/model, or a model name", param="model")
-    body_tags = body.pop("mlx:tags", None)
+    try:
+        body_tags = pop_body_tags(body)
+    except TagError as e:
+        raise BadRequest(str(e), param="mlx:tags") from None
     openai_body, metadata_tags = anthropic_request_to_openai(body)
     return openai_body, _tags(body_tags, metadata_tags, headers)
 

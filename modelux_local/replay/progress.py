@@ -5,6 +5,7 @@ import asyncio
 import sys
 import time
 
+from ..pricing import format_usd
 from .simulate import Progress
 
 BAR = 28
@@ -17,7 +18,7 @@ def line(p: Progress, width: int = BAR) -> str:
     bar = bar.ljust(width, "░")
     secs = time.monotonic() - p.started
     return (f"  ▕{bar}▏ {p.runs_done:,}/{p.runs_total:,} runs  {p.requests:,} requests  "
-            f"${p.spent_nusd / 1e9:.4f} spent  {secs:.0f}s")
+            f"{format_usd(p.spent_nusd / 1e9)} spent  {secs:.0f}s")
 
 
 class Meter:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from ..pricing import nanos_to_usd
+from ..pricing import format_usd, nanos_to_usd
 from .diff import METRICS, fmt_delta
 
 LABELS = {"mean_cost_per_run": "mean cost/run", "p50_latency_s": "p50 latency", "p95_latency_s": "p95 latency",
@@ -14,7 +14,7 @@ LABELS = {"mean_cost_per_run": "mean cost/run", "p50_latency_s": "p50 latency", 
 def money(v: float | None) -> str:
     if v is None:
         return "n/a"
-    return f"${v:.4f}" if abs(v) >= 0.01 or v == 0 else f"${v:.6f}"
+    return format_usd(v)
 
 
 def _value(metric: str, v: float | None, measured: bool = True) -> str:

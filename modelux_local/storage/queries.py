@@ -112,6 +112,16 @@ class Reader:
         return out
 
 
+# The semantic indexer's own embedding calls (storage/embed_job.py tags them so): not user traffic.
+NOT_INTERNAL = "coalesce(json_extract(tags, '$.modelux'), '') != 'semantic-index'"
+
+
+def untagged_calls(conn: apsw.Connection, since: float | None = None) -> int:
+    """Calls that arrived without a run_id (so belong to no run), the indexer's and replays' aside."""
+    return conn.execute(f"SELECT count(*) FROM calls WHERE run_id IS NULL AND replay_id IS NULL AND {NOT_INTERNAL} "
+                        "AND started_at >= ?", (since or 0,)).fetchone()[0]
+
+
 def step_from_row(r: tuple, seq: int | None) -> dict:
     (call_id, run_id, started, alias, config, version, provider, model, status, http_status, tin, tout, cached,
      reasoning, cost, priced, latency, ttft, stream, attempts, decision, endpoint, error, tags, replay_id, orig) = r

@@ -23,11 +23,11 @@ from ..config.loader import ConfigSet, load_dir
 from ..core.display import printable  # noqa: F401  (re-exported: the TUI's one door to modelux_local)
 from ..core.tags import tags_match
 from ..errors import ConfigError
-from ..pricing import nanos_to_usd
+from ..pricing import format_usd, nanos_to_usd  # format_usd: for widgets/format.py (the TUI's one door)
 from ..storage.breakdown import RunBreakdown, run_breakdown  # noqa: F401  (RunBreakdown: for the screens)
 from ..storage.db import connect, open_db
 from ..storage.history import DEFAULT_MIN_HISTORY, AgentHistory, agent_history, expected, over_usual, run_agents
-from ..storage.queries import Reader
+from ..storage.queries import NOT_INTERNAL, Reader, untagged_calls
 from .runfilter import filter_sql
 
 _dec = msgspec.json.Decoder()
@@ -99,6 +99,8 @@ class Pulse:
     spend_per_minute: list[float]
     runs_running: int
     storage: str | None = None    # the in-process writer's trouble (disk full...), None while it writes fine
+    untagged_calls: int = 0  # calls without a run_id: the empty state says they exist
+    otlp: str | None = None  # live OTLP export (serve with [export.otlp]): lag, or the error while it lasts
 
 
 @dataclass(frozen=True)
@@ -377,7 +379,7 @@ class DataSource:
         now = self.clock()
         today = self._spend_today(conn, now)
         per_min = conn.execute("SELECT count(*) FROM calls WHERE started_at >= ? AND started_at <= ? "
-                               "AND replay_id IS NULL", (now - 60, now)).fetchone()[0]
+                               f"AND replay_id IS NULL AND {NOT_INTERNAL}", (now - 60, now)).fetchone()[0]
         start = now - SPARK_MINUTES * 60
         buckets = [0.0] * SPARK_MINUTES
         for minute, nanos in conn.execute(
@@ -387,7 +389,9 @@ class DataSource:
                 buckets[minute] = nanos_to_usd(nanos)
         running = conn.execute("SELECT count(*) FROM runs WHERE status = 'running' AND last_at >= ? "
                                "AND replay_id IS NULL", (now - self.idle_timeout_s(),)).fetchone()[0]
-        return Pulse(nanos_to_usd(today) or 0.0, per_min, buckets, running, self.storage_problem())
+        exporter = getattr(self.runtime, "otlp_exporter", None)
+        return Pulse(nanos_to_usd(today) or 0.0, per_min, buckets, running, self.storage_problem(), untagged_calls(conn),
+                     exporter.header_note() if exporter is not None else None)
 
     def _spend_today(self, conn, now: float) -> int:
         """Nano-dollars spent since local midnight, summed once and then only over the calls written

@@ -234,7 +234,9 @@ class RunsScreen(Screen):
     def _show_pulse(self, p: Pulse) -> None:
         text = Text.assemble(("spend today ", "dim"), (fmt.money(p.spend_today_usd), "bold"),
                              ("  calls/min ", "dim"), (str(p.calls_per_min), "bold"),
-                             ("  running ", "dim"), (str(p.runs_running), "bold"), ("  spend/min, 30m ", "dim"))
+                             ("  running ", "dim"), (str(p.runs_running), "bold"),
+                             *((("  otlp ", "dim"), (p.otlp, "bold red" if "·" in p.otlp else "bold")) if p.otlp else ()),
+                             ("  spend/min, 30m ", "dim"))
         if p.storage:
             text = Text.assemble((p.storage, "bold red"), "  ", text)  # first: the header is one line
         self.query_one("#pulse-text", Static).update(text)
@@ -350,7 +352,8 @@ class RunsScreen(Screen):
                 ("  client = OpenAI(base_url=\"" + self.app.base_url + "\", api_key=\"unused\")\n"
                  "  client.chat.completions.create(model=\"@planner\", messages=...,\n"
                  "      extra_body={\"mlx:tags\": {\"run_id\": \"run_1\", \"agent\": \"my-agent\"}})\n\n", "green"),
-                ("Runs appear here as their calls land. Try: python examples/agent.py", "dim"))
+                ("Runs appear here as their calls land. Try: python examples/agent.py", "dim"),
+                *_untagged_note(self._pulse))
         box.update(hint)
         box.display = True
 
@@ -449,3 +452,12 @@ def _look(cell) -> object:
     if isinstance(cell, Text):
         return cell.plain, str(cell.style), tuple(cell.spans)
     return cell
+
+
+def _untagged_note(pulse: Pulse | None) -> tuple:
+    """Calls that did arrive, but without a run_id, so they are in no run: say so rather than 'nothing'."""
+    n = pulse.untagged_calls if pulse else 0
+    if not n:
+        return ()
+    return (f"\n\n{n:,} call{'s' if n != 1 else ''} arrived without a run_id (no mlx:tags.run_id or x-mlx-run-id): "
+            "they are recorded (see `modelux-local export --jsonl -`) but belong to no run.", "bold yellow")

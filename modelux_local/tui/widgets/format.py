@@ -5,6 +5,8 @@ import re
 
 from rich.text import Text
 
+from ..data import format_usd
+
 METER_WIDTH = 8
 _STATUS_STYLE = {"running": "bold green", "completed": "dim", "aborted": "bold red", "ok": "green",
                  "error": "bold red", "client_closed": "yellow"}
@@ -15,10 +17,8 @@ def money(usd: float | None) -> str:
         return "—"
     if usd == 0:
         return "$0"
-    if usd < 0.01:
-        return f"${usd:.5f}"
     if usd < 100:
-        return f"${usd:.4f}"
+        return format_usd(usd, 5 if usd < 0.01 else 4)
     return f"${usd:,.2f}"
 
 
