@@ -13,7 +13,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 # The command table, in the order `--help` lists them. Each module's `register(sub, config_sub, common)`
 # adds its parsers; config_cmd creates the `config` group (returned) that later modules add to.
 COMMANDS = ("serve", "init_cmd", "config_cmd", "control_cmd", "export_cmd", "replay_cmd", "runs_cmd", "cassette_cmd",
-            "tui_cmd")
+            "demo", "tui_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -136,12 +136,13 @@ def test_the_tui_header_shows_the_exporters_lag_and_error(tmp_path):
     from modelux_local.export.live import LiveExporter
     from modelux_local.export.otlp_http import OtlpTarget
     from modelux_local.config.loader import load_dir
-    from modelux_local.storage import open_db
+    from modelux_local.storage import Writer, open_db
     from modelux_local.tui.data import DataSource
 
     open_db(tmp_path / "modelux.db").close()
     exporter = LiveExporter(SimpleNamespace(), OtlpTarget("http://127.0.0.1:9/v1/traces"))
-    rt = SimpleNamespace(otlp_exporter=exporter, configs=load_dir(None))  # what serve's TUI reads of its runtime
+    rt = SimpleNamespace(otlp_exporter=exporter, configs=load_dir(None),  # what serve's TUI reads of its runtime
+                         writer=Writer(tmp_path / "modelux.db"))
     ds = DataSource(tmp_path / "modelux.db", None, runtime=rt)
     assert ds.pulse().otlp == "ok"
     exporter.lag_calls = 7

@@ -169,8 +169,7 @@ class Dispatcher:
                 plan = Plan(model if model.startswith("@") else None, name, snap.router.configs[name][1],
                             "unresolved", (), _NO_RETRIES)
                 ctx = CallContext(new_call_id(), tags, plan, body, bool(body.get("stream")), endpoint, snap)
-                await self.sink.put(self._finish(_Call(ctx, raw, started, t0, stamp, [],
-                     cache), status="error",
+                await self.sink.put(self._finish(_Call(ctx, raw, started, t0, stamp, []), status="error",
                                                  http_status=e.status, error=e.message,
                                                  response=error_body(e.message, e.type, e.code)))
             raise
@@ -251,7 +250,8 @@ class Dispatcher:
         raw = raw or _encode(body)
         if plan is None:
             plan = await self.resolve(snap, body, tags, raw, "embeddings", started, t0, stamp)
-        call = _Call(CallContext(new_call_id(), tags, plan, body, False, "embeddings", snap), raw, started, t0, stamp, [])
+        call = _Call(CallContext(new_call_id(), tags, plan, body, False, "embeddings", snap), raw, started, t0, stamp, [],
+                     cache)
 
         async def send(target: TargetPlan) -> ChatResult:
             return await snap.providers[target.provider].embeddings({**body, "model": target.model}, target.model,
