@@ -79,6 +79,9 @@ def trace_tree(run: dict) -> str:
         extra = "".join([f" score={o['score']}" if o.get("score") is not None else "",
                          f" note={o['note']!r}" if o.get("note") else ""])
         out.append(f"  outcome: {'success' if o.get('success') else 'failure'}{extra}")
+    if r.get("cached_tokens"):
+        out.append(f"  prompt cache: {count(r['cached_tokens'])} of {count(r['input_tokens'])} input tokens read "
+                   f"from cache ({r['cached_share']:.0%})")
     if r.get("abort_reason"):
         out.append(f"  aborted: {r['abort_reason']}")
     out.append(f"  anomalies: {', '.join(r['anomalies']) if r['anomalies'] else 'none'}")
@@ -92,6 +95,9 @@ def trace_tree(run: dict) -> str:
             order = ", ".join(d.get("order") or [])
             out.append(f"{pad}  routing: @{d.get('config')} {str(d.get('config_version') or '')[:8]} "
                        f"{d['strategy']} -> {order}")
+        for f in (d.get("format") or {}).get("targets") or []:
+            if f.get("note"):
+                out.append(f"{pad}  format: {f['note']}")
         attempts = s.get("attempts") or []
         for j, a in enumerate(attempts):
             branch = "└─ " if j == len(attempts) - 1 else "├─ "
