@@ -241,8 +241,7 @@ def test_529_falls_back_to_openai_with_the_drop_in_the_trace(env):
     assert targets[0] == {"target": "ant/claude-haiku-4-5", "mode": "pass-through"}
     assert targets[1]["mode"] == "translated" and targets[1]["dropped"] == ["cache_control (1 marker)"]
     assert targets[1]["note"] == "cache_control (1 marker) dropped: fallback to up (openai)"
-    trace = srv.get("/mlx/v1/runs/pt-fallback").json()
-    assert trace["steps"][0]["decision"]["format"]["targets"][1]["note"].startswith("cache_control")
+    assert "format: cache_control (1 marker) dropped: fallback to up (openai)" in srv.cli("trace", "pt-fallback").stdout
 
 
 def test_budget_counts_a_passed_through_stream_and_cuts_it(env):
@@ -309,4 +308,7 @@ def test_multi_step_run_cached_share_matches_direct(env):
     print(f"\ncached-token share: gateway {shares['gateway']:.1%}, direct {shares['direct']:.1%}")
     assert shares["gateway"] == pytest.approx(shares["direct"], abs=0.01) and shares["gateway"] > 0.5
     run = srv.get("/mlx/v1/runs/pt-loop").json()
-    assert run["cached_tokens"] == pytest.approx(shares["gateway"] * run["input_tokens"], rel=0.01)
+    cached = sum(s["cached_tokens"] for s in run["steps"])
+    assert cached / run["input_tokens"] == pytest.approx(shares["gateway"], abs=1e-9)  # the run's own figure
+    trace = srv.cli("trace", "pt-loop").stdout
+    assert f"prompt cache: {cached:,} of {run['input_tokens']:,} input tokens read from cache" in trace

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from ..core.usage import cache_share
+
 
 def money(usd: float | None) -> str:
     """$0.0123; unpriced (no price known for a model) is shown as `unpriced`, never $0."""
@@ -79,9 +81,9 @@ def trace_tree(run: dict) -> str:
         extra = "".join([f" score={o['score']}" if o.get("score") is not None else "",
                          f" note={o['note']!r}" if o.get("note") else ""])
         out.append(f"  outcome: {'success' if o.get('success') else 'failure'}{extra}")
-    if r.get("cached_tokens"):
-        out.append(f"  prompt cache: {count(r['cached_tokens'])} of {count(r['input_tokens'])} input tokens read "
-                   f"from cache ({r['cached_share']:.0%})")
+    cached, total, share = cache_share(r.get("steps") or [])
+    if cached:
+        out.append(f"  prompt cache: {count(cached)} of {count(total)} input tokens read from cache ({share:.0%})")
     if r.get("abort_reason"):
         out.append(f"  aborted: {r['abort_reason']}")
     out.append(f"  anomalies: {', '.join(r['anomalies']) if r['anomalies'] else 'none'}")

@@ -83,3 +83,10 @@ def usage_of_body(body: bytes | None) -> tuple[Any, Usage | None]:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None, None
     return raw, usage_from_openai(raw)
+
+
+def cache_share(steps: list[dict]) -> tuple[int, int, float | None]:
+    """(cached, input, share) over a run's steps: the share of input tokens read from the prompt cache."""
+    cached = sum(s.get("cached_tokens") or 0 for s in steps)
+    total = sum(s.get("input_tokens") or 0 for s in steps)
+    return cached, total, (cached / total if total else None)

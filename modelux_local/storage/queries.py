@@ -69,11 +69,6 @@ class Reader:
         if row is None:
             return None
         out = self.run_summary(row)
-        # the prompt-cache hit rate: the share of input tokens read from the provider's cache
-        cached = self.conn().execute("SELECT coalesce(sum(cached_tokens), 0) FROM calls WHERE run_id = ?",
-                                     (run_id,)).fetchone()[0]
-        out["cached_tokens"] = cached
-        out["cached_share"] = round(cached / out["input_tokens"], 4) if out["input_tokens"] else None
         if with_steps:
             out["steps"] = self.steps(run_id)
         return out

@@ -21,6 +21,7 @@ import msgspec
 
 from ..config.loader import ConfigSet, load_dir
 from ..core.tags import tags_match
+from ..core.usage import cache_share
 from ..errors import ConfigError
 from ..pricing import nanos_to_usd
 from ..storage.db import connect, open_db
@@ -360,6 +361,8 @@ class DataSource:
             raw = r.conn().execute("SELECT status, last_at FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if raw and raw[0] == "running" and self.clock() - raw[1] <= self.idle_timeout_s():
                 run["status"], run["ended_at"] = "running", None
+        if run is not None:
+            run["cached_tokens"], _, run["cached_share"] = cache_share(run.get("steps") or [])
         return run
 
     def call_detail(self, call_id: str) -> dict | None:
