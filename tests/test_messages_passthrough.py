@@ -5,7 +5,8 @@ rates, and routing (budgets, fallback) still applies. Plus: OpenAI chat in -> op
 every field the client sent."""
 from __future__ import annotations
 
-import copy
+import contextlib
+import io
 import json
 
 import anthropic
@@ -51,6 +52,8 @@ match = {{ agent = "pt-tokens" }}
 max_tokens = 3000
 ''',
         "main.toml": '''[aliases.haiku]
+targets = [{ provider = "ant", model = "claude-haiku-4-5" }]
+[aliases.claude]
 targets = [{ provider = "ant", model = "claude-haiku-4-5" }]
 [aliases.oai]
 targets = [{ provider = "up", model = "gpt-4o-mini" }]
@@ -244,6 +247,19 @@ def test_529_falls_back_to_openai_with_the_drop_in_the_trace(env):
     assert "format: cache_control (1 marker) dropped: fallback to up (openai)" in srv.cli("trace", "pt-fallback").stdout
 
 
+def test_untranslatable_body_refused_by_a_translating_fallback(env):
+    srv, ant, _, client = env
+    ant.enqueue(status=529)
+    with pytest.raises(anthropic.BadRequestError) as ei:
+        client.messages.create(model="@resilient", max_tokens=50,
+                               tools=[{"type": "web_search_20250305", "name": "web_search"}],
+                               messages=[{"role": "user", "content": "news"}])
+    rec = call(srv, ei.value.response.headers["x-mlx-call-id"])
+    assert [a["provider"] for a in rec["attempts"]] == ["ant", "up"]
+    refused = rec["decision"]["format"]["targets"][1]
+    assert refused["mode"] == "refused" and "tool" in refused["reason"] and refused["reason"] in ei.value.message
+
+
 def test_budget_counts_a_passed_through_stream_and_cuts_it(env):
     srv, ant, _, client = env
     ant.enqueue(text="word " * 3000, input_tokens=10, output_tokens=3000)
@@ -312,3 +328,20 @@ def test_multi_step_run_cached_share_matches_direct(env):
     assert cached / run["input_tokens"] == pytest.approx(shares["gateway"], abs=1e-9)  # the run's own figure
     trace = srv.cli("trace", "pt-loop").stdout
     assert f"prompt cache: {cached:,} of {run['input_tokens']:,} input tokens read from cache" in trace
+
+
+def test_readme_passthrough_snippet_runs(env):
+    from .test_readme_examples import example
+
+    srv, ant, _, _ = env
+    snippet = example("messages-passthrough").text
+    assert 'base_url="http://127.0.0.1:4000"' in snippet
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(snippet.replace("http://127.0.0.1:4000", srv.url), {})
+    first, second, count = out.getvalue().splitlines()
+    written, read = int(first.split()[0]), int(second.split()[1])
+    assert written > 1024 and read == written  # the second call read what the first wrote
+    assert ant.requests[-1].path == "/v1/messages/count_tokens" and int(count) > 0
+    trace = srv.cli("trace", "run_cached").stdout
+    assert f"prompt cache: {read:,} of" in trace
