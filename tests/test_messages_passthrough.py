@@ -99,8 +99,9 @@ def test_cache_control_and_every_field_arrive_intact(env):
     assert sent.headers["anthropic-version"] == raw.http_request.headers["anthropic-version"]  # the client's
     rec = call(srv, raw.headers["x-mlx-call-id"])
     assert rec["run_id"] == "pt-run-1" and rec["tags"]["agent"] == "cacher"
-    assert rec["decision"]["format"] == {"in": "anthropic",
-                                         "targets": [{"target": "ant/claude-haiku-4-5", "mode": "pass-through"}]}
+    assert rec["decision"]["format"] == {
+        "in": "anthropic", "targets": [{"target": "ant/claude-haiku-4-5", "mode": "pass-through"}],
+        "headers": {"anthropic-version": sent.headers["anthropic-version"]}}  # what the client sent, for replay
     assert rec["response"]["object"] == "chat.completion"  # the one shape every record's response has
     assert rec["response"]["choices"][0]["message"]["content"] == msg.content[0].text
     # the fake's simulated cache wrote the prefix: the record says so

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
-from ..errors import UpstreamError
+from ..errors import ModeluxError, UpstreamError
 from . import anthropic_out as tr
 from ._http import NETWORK_ERRORS
 from ._openai_shapes import decode_json, encode_json
@@ -48,7 +48,7 @@ def headers_for(provider: AnthropicProvider, client: dict[str, str], stream: boo
     return h
 
 
-async def create(provider: AnthropicProvider, body: bytes, headers: dict[str, str], model: str,
+async def create_message(provider: AnthropicProvider, body: bytes, headers: dict[str, str], model: str,
                  timeout_s: float) -> tuple[ChatResult, bytes]:
     """The call's result (its body the chat.completion the record keeps) and the upstream's message bytes."""
     raw = await provider.complete(provider.url, body, headers, timeout_s)
@@ -59,7 +59,7 @@ async def create(provider: AnthropicProvider, body: bytes, headers: dict[str, st
     return ChatResult(200, encode_json(chat), usage=usage, raw_usage=answer.get("usage")), raw
 
 
-async def stream(provider: AnthropicProvider, body: bytes, headers: dict[str, str], model: str,
+async def stream_message(provider: AnthropicProvider, body: bytes, headers: dict[str, str], model: str,
                  timeout_s: float) -> ChatStream:
     resp = await provider.open_stream(provider.url, body, headers, timeout_s)
     translator = tr.StreamTranslator(model, provider.name)
@@ -124,3 +124,70 @@ def translation_drops(body: dict[str, Any]) -> list[str]:
         if key in body:
             dropped.append(key)
     return dropped
+
+
+# ---------------------------------------------------------------- one /v1/messages call (proxy and replay)
+
+class Passthrough:
+    """One /v1/messages call: its body as received (tags out) for anthropic targets, its OpenAI
+    translation for the others, and per attempted target which of the two it got."""
+
+    def __init__(self, body: dict[str, Any], headers: Any, deferred: ModeluxError | None):
+        self.body = untagged(body)
+        self.headers = {k: headers.get(k) for k in CLIENT_HEADERS if headers.get(k)}
+        self.deferred = deferred  # why the body cannot be translated (only anthropic targets can serve it)
+        self.native = False       # set per attempt: the last one is the one that answered
+        self.native_answer = b""  # an anthropic upstream's message, as it came
+        self.modes: list[dict[str, Any]] = []
+
+    def forward(self, provider: Any, target: Any, stream: bool) -> Any:
+        """Dispatcher.start_chat's `forward` hook: anthropic targets get the body itself."""
+        self.native = is_anthropic(provider)
+        if self.native:
+            self._note(target, {"mode": "pass-through"})
+            body = encode_json({**self.body, "model": target.model})
+            headers = headers_for(provider, self.headers, stream)
+            if stream:
+                return stream_message(provider, body, headers, target.model, target.timeout_s)
+            return self._create(provider, body, headers, target)
+        if self.deferred is not None:
+            self._note(target, {"mode": "refused", "reason": self.deferred.message})
+            return _refuse(self.deferred)
+        dropped = translation_drops(self.body) + (["header anthropic-beta"] if "anthropic-beta" in self.headers else [])
+        note: dict[str, Any] = {"mode": "translated"}
+        if dropped:
+            how = "fallback" if self.modes else "routed"
+            note["dropped"] = dropped
+            note["note"] = f"{', '.join(dropped)} dropped: {how} to {provider.name} ({provider.kind})"
+        self._note(target, note)
+        return None
+
+    def _note(self, target: Any, note: dict[str, Any]) -> None:
+        if not any(m["target"] == target.label for m in self.modes):  # retries of a target: one line
+            self.modes.append({"target": target.label, **note})
+
+    async def _create(self, provider: Any, body: bytes, headers: dict[str, str], target: Any) -> Any:
+        result, self.native_answer = await create_message(provider, body, headers, target.model, target.timeout_s)
+        return result
+
+    def stamp(self, rec: Any) -> None:
+        if self.modes:
+            rec.decision["format"] = {"in": "anthropic", "targets": self.modes, **({"headers": self.headers}
+                                                                                 if self.headers else {})}
+
+
+def untagged(body: dict[str, Any]) -> dict[str, Any]:
+    """The body without the gateway's tags: `mlx:tags` (popped already) and metadata's tag values."""
+    meta = body.get("metadata")
+    if not isinstance(meta, dict):
+        return body
+    kept = {k: v for k, v in meta.items() if k == "user_id" or (k != "mlx:tags" and not isinstance(v, str))}
+    out = {k: v for k, v in body.items() if k != "metadata"}
+    if kept:
+        out["metadata"] = kept
+    return out
+
+
+async def _refuse(e: ModeluxError) -> None:
+    """A translated target for a body only an anthropic one can serve: a client error, not retried."""
+    raise UpstreamError(e.message, status=e.status, category=None)

@@ -99,72 +99,7 @@ def _tags(body_tags: Any, metadata_tags: dict[str, str], headers: Any) -> dict[s
         raise BadRequest(str(e), param="mlx:tags") from None
 
 
-class Passthrough:
-    """One /v1/messages call: its body as received (tags out) for anthropic targets, its OpenAI
-    translation for the others, and per attempted target which of the two it got."""
-
-    def __init__(self, body: dict[str, Any], headers: Any, deferred: ModeluxError | None):
-        self.body = _untagged(body)
-        self.headers = {k: headers.get(k) for k in passthrough.CLIENT_HEADERS if headers.get(k)}
-        self.deferred = deferred  # why the body cannot be translated (only anthropic targets can serve it)
-        self.native = False       # set per attempt: the last one is the one that answered
-        self.native_answer = b""  # an anthropic upstream's message, as it came
-        self.modes: list[dict[str, Any]] = []
-
-    def forward(self, provider: Any, target: Any, stream: bool) -> Any:
-        """Dispatcher.start_chat's `forward` hook: anthropic targets get the body itself."""
-        self.native = passthrough.is_anthropic(provider)
-        if self.native:
-            self._note(target, {"mode": "pass-through"})
-            body = _encode({**self.body, "model": target.model})
-            headers = passthrough.headers_for(provider, self.headers, stream)
-            if stream:
-                return passthrough.stream(provider, body, headers, target.model, target.timeout_s)
-            return self._create(provider, body, headers, target)
-        if self.deferred is not None:
-            self._note(target, {"mode": "refused", "reason": self.deferred.message})
-            return _refuse(self.deferred)
-        dropped = passthrough.translation_drops(self.body) + [f"header {h}" for h in self.headers
-                                                              if h == "anthropic-beta"]
-        note: dict[str, Any] = {"mode": "translated"}
-        if dropped:
-            how = "fallback" if self.modes else "routed"
-            note["dropped"] = dropped
-            note["note"] = f"{', '.join(dropped)} dropped: {how} to {provider.name} ({provider.kind})"
-        self._note(target, note)
-        return None
-
-    def _note(self, target: Any, note: dict[str, Any]) -> None:
-        if not any(m["target"] == target.label for m in self.modes):  # retries of a target: one line
-            self.modes.append({"target": target.label, **note})
-
-    async def _create(self, provider: Any, body: bytes, headers: dict[str, str], target: Any) -> Any:
-        result, self.native_answer = await passthrough.create(provider, body, headers, target.model, target.timeout_s)
-        return result
-
-    def stamp(self, rec: Any) -> None:
-        if self.modes:
-            rec.decision["format"] = {"in": "anthropic", "targets": self.modes}
-
-
-def _untagged(body: dict[str, Any]) -> dict[str, Any]:
-    """The body without the gateway's tags: `mlx:tags` (popped already) and metadata's tag values."""
-    meta = body.get("metadata")
-    if not isinstance(meta, dict):
-        return body
-    kept = {k: v for k, v in meta.items() if k == "user_id" or (k != "mlx:tags" and not isinstance(v, str))}
-    out = {k: v for k, v in body.items() if k != "metadata"}
-    if kept:
-        out["metadata"] = kept
-    return out
-
-
-async def _refuse(e: ModeluxError) -> None:
-    """A translated target for a body only an anthropic one can serve: a client error, not retried."""
-    raise UpstreamError(e.message, status=e.status, category=None)
-
-
-def _prepare(gw: Gateway, raw: bytes, headers: Any) -> tuple[dict, dict[str, str], Passthrough]:
+def _prepare(gw: Gateway, raw: bytes, headers: Any) -> tuple[dict, dict[str, str], passthrough.Passthrough]:
     """The OpenAI chat body, the call's tags and its pass-through; BadRequest naming what cannot be
     translated when no anthropic provider could take the body as is."""
     body = gw.decode(raw)
@@ -181,7 +116,7 @@ def _prepare(gw: Gateway, raw: bytes, headers: Any) -> tuple[dict, dict[str, str
             raise
         # an anthropic target may serve what we cannot translate (server tools, documents, container, ...)
         openai_body, deferred = {"model": model, "messages": [], "stream": bool(body.get("stream"))}, e
-    return openai_body, tags, Passthrough(body, headers, deferred)
+    return openai_body, tags, passthrough.Passthrough(body, headers, deferred)
 
 
 class PassthroughSSE(StreamFormat):
@@ -196,7 +131,7 @@ class PassthroughSSE(StreamFormat):
         return b"event: error\ndata: " + _encode(err) + b"\n\n"
 
 
-def render(out: ChatOutcome, pt: Passthrough | None = None) -> Response:
+def render(out: ChatOutcome, pt: passthrough.Passthrough | None = None) -> Response:
     if out.error is not None:
         return error_response(out.error, out.headers, out.attempts)
     model = out.target.model
@@ -274,7 +209,7 @@ async def _count_upstream(gw: Gateway, body: dict[str, Any], tags: dict[str, str
         provider = snap.providers[target.provider]
         if not passthrough.is_anthropic(provider):
             continue
-        data = _encode({**_untagged(body), "model": target.model})
+        data = _encode({**passthrough.untagged(body), "model": target.model})
         try:
             return await passthrough.count_tokens(provider, data, passthrough.headers_for(provider, client),
                                                   target.timeout_s)
