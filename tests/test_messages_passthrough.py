@@ -346,3 +346,20 @@ def test_readme_passthrough_snippet_runs(env):
     assert ant.requests[-1].path == "/v1/messages/count_tokens" and int(count) > 0
     trace = srv.cli("trace", "run_cached").stdout
     assert f"prompt cache: {read:,} of" in trace
+
+
+def test_replay_passes_a_messages_call_through_too(env):
+    """Replaying a cached run keeps its cache_control: the candidate's cost is the cached one."""
+    srv, ant, _, client = env
+    system = [{"type": "text", "text": LONG_SYSTEM + " (replay)", "cache_control": {"type": "ephemeral"}}]
+    for q in ("first", "second"):
+        client.messages.create(model="@haiku", max_tokens=50, system=system,
+                               messages=[{"role": "user", "content": q}], extra_body={"mlx:tags": {"run_id": "pt-replay"}})
+    n = len(ant.requests)
+    report = json.loads(srv.cli("simulate", "--replay=1h", "--config=@main", "--run-id", "pt-replay", "--eval", "json_valid", "--json").stdout)
+    assert report["runs_replayed"] == 1 and report["requests"] == 2
+    replayed_bodies = [r.json for r in ant.requests[n:] if r.path == "/v1/messages"]
+    assert len(replayed_bodies) == 2 and all(b["system"] == system for b in replayed_bodies)
+    steps = srv.get(f"/mlx/v1/runs/pt-replay~r{report['replay_id']}").json()["steps"]
+    assert [s["status"] for s in steps] == ["ok", "ok"] and all(s["cached_tokens"] > 1024 for s in steps)
+    assert steps[0]["decision"]["format"]["targets"][0]["mode"] == "pass-through"
