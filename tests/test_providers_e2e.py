@@ -230,7 +230,7 @@ def test_fallback_across_kinds_anthropic_529_to_gemini(env):
 
 
 def test_messages_endpoint_to_anthropic_upstream(env):
-    """Anthropic format in and out, through the OpenAI shape in between."""
+    """Anthropic format in and out, passed through to the anthropic kind."""
     srv, ant, _ = env
     ant.enqueue(text="Hi there.", input_tokens=20, output_tokens=4, cache_read=100)
     client = anthropic.Anthropic(base_url=srv.url, api_key="local", max_retries=0)

@@ -43,6 +43,7 @@ ELSEWHERE = {
     "providers-server": "test_messages_endpoint.py::test_readme_provider_configs_load",
     "providers-routing": "test_messages_endpoint.py::test_readme_provider_configs_load",
     "providers-messages-sdk": "test_messages_endpoint.py::test_readme_messages_snippet_runs",
+    "messages-passthrough": "test_messages_passthrough.py::test_readme_passthrough_snippet_runs",
     "budgets-toml": "test_budgets.py::test_the_readme_examples_of_this_section_are_valid_config",
     "anomalies-toml": "test_budgets.py::test_the_readme_examples_of_this_section_are_valid_config",
     "webhooks-toml": "test_budgets.py::test_the_readme_examples_of_this_section_are_valid_config",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from ..core.display import printable
+from ..core.usage import cache_share
 from ..pricing import format_usd
 
 
@@ -135,6 +136,9 @@ def trace_tree(run: dict, breakdown=None) -> str:
         extra = "".join([f" score={o['score']}" if o.get("score") is not None else "",
                          f" note={o['note']!r}" if o.get("note") else ""])
         out.append(f"  outcome: {'success' if o.get('success') else 'failure'}{extra}")
+    cached, total, share = cache_share(r.get("steps") or [])
+    if cached:
+        out.append(f"  prompt cache: {count(cached)} of {count(total)} input tokens read from cache ({share:.0%})")
     if r.get("abort_reason"):
         out.append(f"  aborted: {r['abort_reason']}")
     out.append(f"  anomalies: {', '.join(r['anomalies']) if r['anomalies'] else 'none'}")
@@ -150,6 +154,9 @@ def trace_tree(run: dict, breakdown=None) -> str:
             order = ", ".join(d.get("order") or [])
             out.append(f"{pad}  routing: @{d.get('config')} {str(d.get('config_version') or '')[:8]} "
                        f"{d['strategy']} -> {order}")
+        for f in (d.get("format") or {}).get("targets") or []:
+            if f.get("note"):
+                out.append(f"{pad}  format: {f['note']}")
         attempts = s.get("attempts") or []
         for j, a in enumerate(attempts):
             branch = "└─ " if j == len(attempts) - 1 else "├─ "

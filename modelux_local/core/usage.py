@@ -1,7 +1,8 @@
 """Token usage, normalised to the OpenAI convention.
 
 `input_tokens` counts every prompt token, cached ones included (OpenAI's `prompt_tokens`);
-`cached_tokens` and `cache_write_tokens` are parts of it. `output_tokens` includes
+`cached_tokens` and `cache_write_tokens` are parts of it (`cache_write_1h_tokens`, Anthropic's
+one-hour cache writes, a part of `cache_write_tokens`, priced at their own rate). `output_tokens` includes
 `reasoning_tokens`. Translating providers (Anthropic, Gemini) fill this same shape, and put
 cache writes under `prompt_tokens_details.cache_write_tokens` of the OpenAI usage object.
 """
@@ -18,6 +19,7 @@ class Usage(msgspec.Struct, frozen=True):
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -44,6 +46,7 @@ def usage_from_openai(u: Any) -> Usage | None:
         cached_tokens=_int(pd, "cached_tokens"),
         cache_write_tokens=_int(pd, "cache_write_tokens"),
         reasoning_tokens=_int(cd, "reasoning_tokens"),
+        cache_write_1h_tokens=_int(pd, "cache_write_1h_tokens"),
     )
 
 
@@ -57,6 +60,8 @@ def usage_to_openai(u: Usage) -> dict:
         d["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
         if u.cache_write_tokens:
             d["prompt_tokens_details"]["cache_write_tokens"] = u.cache_write_tokens
+        if u.cache_write_1h_tokens:
+            d["prompt_tokens_details"]["cache_write_1h_tokens"] = u.cache_write_1h_tokens
     if u.reasoning_tokens:
         d["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
     return d
@@ -78,3 +83,10 @@ def usage_of_body(body: bytes | None) -> tuple[Any, Usage | None]:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None, None
     return raw, usage_from_openai(raw)
+
+
+def cache_share(steps: list[dict]) -> tuple[int, int, float | None]:
+    """(cached, input, share) over a run's steps: the share of input tokens read from the prompt cache."""
+    cached = sum(s.get("cached_tokens") or 0 for s in steps)
+    total = sum(s.get("input_tokens") or 0 for s in steps)
+    return cached, total, (cached / total if total else None)

@@ -50,6 +50,7 @@ class Rates:
     cached_input: Decimal | None
     cache_write: Decimal | None
     _model_price: Any = None  # genai-prices ModelPrice (handles tiers); None for overrides
+    cache_write_1h: Decimal | None = None  # Anthropic's one-hour cache writes (None: at cache_write)
     # the same rates as plain floats, nano-dollars per token, for estimates on the event loop
     # (budget admission and cut-off), where Decimal arithmetic would cost more than it buys
     input_nanos: float = field(init=False)
@@ -74,6 +75,8 @@ class Rates:
             d["cached_input_per_mtok"] = float(self.cached_input)
         if self.cache_write is not None:
             d["cache_write_per_mtok"] = float(self.cache_write)
+        if self.cache_write_1h is not None:
+            d["cache_write_1h_per_mtok"] = float(self.cache_write_1h)
         return d
 
     def cost_nanos(self, u: Usage) -> int:
@@ -83,13 +86,15 @@ class Rates:
             calc = self._model_price.calc_price(GUsage(
                 input_tokens=u.input_tokens, output_tokens=u.output_tokens,
                 cache_read_tokens=u.cached_tokens or None, cache_write_tokens=u.cache_write_tokens or None,
+                cache_write_1h_tokens=u.cache_write_1h_tokens or None,
             ))
             return int((calc["total_price"] * NANOS_PER_USD).to_integral_value())
         cached = u.cached_tokens if self.cached_input is not None else 0
         written = u.cache_write_tokens if self.cache_write is not None else 0
+        hour = min(u.cache_write_1h_tokens, written) if self.cache_write_1h is not None else 0
         plain = u.input_tokens - cached - written
-        total = (plain * self.input + cached * (self.cached_input or 0) + written * (self.cache_write or 0)
-                 + u.output_tokens * self.output)
+        total = (plain * self.input + cached * (self.cached_input or 0) + (written - hour) * (self.cache_write or 0)
+                 + hour * (self.cache_write_1h or 0) + u.output_tokens * self.output)
         return int((total * 1000).to_integral_value())  # per-Mtok USD * tokens * 1e9 / 1e6
 
 
@@ -162,6 +167,7 @@ def _genai_rates(model: str, kind: str | None, base_url: str | None) -> Rates | 
             f"genai-prices {prov.id}/{info.id}", inp, _base(getattr(mp, "output_mtok", None)) or Decimal(0),
             _base(getattr(mp, "cache_read_mtok", None)), _base(getattr(mp, "cache_write_mtok", None)),
             mp if tiered else None,  # flat rates are priced with plain Decimal math: 20x cheaper than calc_price
+            _base(getattr(mp, "cache_write_1h_mtok", None)),
         )
     return None
 

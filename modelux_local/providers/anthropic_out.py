@@ -252,6 +252,7 @@ def usage_from_anthropic(u: dict[str, Any] | None) -> Usage:
         cached_tokens=cache_read,
         cache_write_tokens=cache_write,
         reasoning_tokens=details.get("thinking_tokens") or 0,
+        cache_write_1h_tokens=(u.get("cache_creation") or {}).get("ephemeral_1h_input_tokens") or 0,
     )
 
 

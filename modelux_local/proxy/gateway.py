@@ -103,11 +103,11 @@ class Gateway:
 
     async def start_chat(self, body: dict, raw: bytes, tags: dict[str, str], endpoint: str = "chat", *,
                          clock: tuple[float, float] | None = None, forward: Forward | None = None,
-                         cache: str | None = None) -> ChatOutcome:
+                         cache: str | None = None, stamp: Callable[[Any], None] | None = None) -> ChatOutcome:
         """Routes an OpenAI chat body (tags already removed) through the serving config; the seam
         every wire format uses (/v1/chat/completions, /v1/messages, /v1/responses). See Dispatcher.start_chat."""
         return await self.dispatcher.start_chat(self.rt.snapshot, body, raw, tags, endpoint, clock=clock,
-                                                forward=forward, cache=cache)
+                                                forward=forward, cache=cache, stamp=stamp)
 
     # -- embeddings ------------------------------------------------------------------------
 

@@ -1,13 +1,22 @@
 """POST /v1/messages: the Anthropic Messages format in, routed through the same aliases.
 
-The body is translated to an OpenAI chat body (providers/anthropic_in.py) and handed to
+To an `anthropic`-kind target the body is forwarded as received (pass-through,
+providers/anthropic_passthrough.py, through the dispatcher's `forward` hook): nothing the client
+sent is lost, prompt caching and extended thinking keep working, and the upstream's answer or
+SSE events come back unchanged. To any other kind (first target or fallback) the body is
+translated, as below, and the record's decision trace says what that translation dropped.
+
+Otherwise the body is translated to an OpenAI chat body (providers/anthropic_in.py) and handed to
 `Gateway.start_chat`, so guards, retries, fallback and records are the chat pipeline's own;
 only the answer is rendered back in Anthropic's format (a message, or Anthropic SSE events).
 
 What the record of a /v1/messages call holds: `endpoint` "messages", `request` the Anthropic
 body as received (tags included, as for chat), `response` the OpenAI chat.completion the
 provider's answer was translated from (assembled from the chunks for streams) — the same
-shape as every other call's response, so search, the TUI and replay diffs read one format.
+shape as every other call's response, so search, the TUI and replay diffs read one format. A
+passed-through answer is stored the same way (its chat.completion translation); the
+Anthropic usage as reported (cache reads, 5m/1h cache writes) is in the trace's `raw_usage`,
+and `decision.format` says per target whether it was passed through or translated.
 
 Tags, merged (later wins): the `x-mlx-tags` / `x-mlx-run-id` headers, then `metadata`
 (string values other than `user_id`, and `metadata["mlx:tags"]`), then the body's `mlx:tags`
@@ -29,7 +38,9 @@ from litestar import Request, Response, post
 from litestar.response import Stream
 
 from ..core.tags import TagError, parse_tags, pop_body_tags
-from ..errors import AllTargetsFailed, BadRequest, ModeluxError, UpstreamError
+from ..errors import AllTargetsFailed, BadRequest, ModeluxError, ModelNotFound, UpstreamError
+from ..providers import anthropic_passthrough as passthrough
+from ..providers.anthropic_in import _tags as tags_in_metadata
 from ..providers.anthropic_in import (ERROR_TYPE, OpenAIChunksToAnthropicEvents, anthropic_request_to_openai,
                                       openai_error_to_anthropic, openai_response_to_anthropic)
 from .errors import JSON
@@ -89,8 +100,9 @@ def _tags(body_tags: Any, metadata_tags: dict[str, str], headers: Any) -> dict[s
         raise BadRequest(str(e), param="mlx:tags") from None
 
 
-def _translate(gw: Gateway, raw: bytes, headers: Any) -> tuple[dict, dict[str, str]]:
-    """The OpenAI chat body and the call's tags, or BadRequest naming what cannot be translated."""
+def _prepare(gw: Gateway, raw: bytes, headers: Any) -> tuple[dict, dict[str, str], passthrough.Passthrough]:
+    """The OpenAI chat body, the call's tags and its pass-through; BadRequest naming what cannot be
+    translated when no anthropic provider could take the body as is."""
     body = gw.decode(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -99,18 +111,42 @@ def _translate(gw: Gateway, raw: bytes, headers: Any) -> tuple[dict, dict[str, s
         body_tags = pop_body_tags(body)
     except TagError as e:
         raise BadRequest(str(e), param="mlx:tags") from None
-    openai_body, metadata_tags = anthropic_request_to_openai(body)
-    return openai_body, _tags(body_tags, metadata_tags, headers)
+    tags = _tags(body_tags, tags_in_metadata(body.get("metadata")), headers)
+    try:
+        openai_body, _ = anthropic_request_to_openai(body)
+        deferred = None
+    except BadRequest as e:
+        if not any(passthrough.is_anthropic(p) for p in gw.rt.snapshot.providers.values()):
+            raise
+        # an anthropic target may serve what we cannot translate (server tools, documents, container, ...)
+        openai_body, deferred = {"model": model, "messages": [], "stream": bool(body.get("stream"))}, e
+    return openai_body, tags, passthrough.Passthrough(body, headers, deferred)
 
 
-def render(out: ChatOutcome) -> Response:
+class PassthroughSSE(StreamFormat):
+    """An anthropic upstream's events, relayed as they came; the synthetic chat chunks dropped."""
+
+    def payload(self, payload: bytes) -> bytes | None:
+        ev = passthrough.raw_event(payload)
+        return None if ev is None else b"event: " + ev[0] + b"\ndata: " + ev[1] + b"\n\n"
+
+    def fail(self, status: int, message: str, type_: str, code: str | None) -> bytes:
+        err = {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
+        return b"event: error\ndata: " + _encode(err) + b"\n\n"
+
+
+def render(out: ChatOutcome, pt: passthrough.Passthrough | None = None) -> Response:
     if out.error is not None:
         return error_response(out.error, out.headers, out.attempts)
     model = out.target.model
+    native = pt is not None and pt.native
     if out.result is not None:
+        if native:
+            return Response(pt.native_answer, status_code=200, media_type=JSON, headers=out.headers)
         answer = openai_response_to_anthropic(_decode(out.result.body), model)
         return Response(_encode(answer), status_code=200, media_type=JSON, headers=out.headers)
-    return Stream(out.stream(AnthropicSSE(model)), status_code=200, media_type="text/event-stream",
+    fmt = PassthroughSSE() if native else AnthropicSSE(model)
+    return Stream(out.stream(fmt), status_code=200, media_type="text/event-stream",
                   headers={**_SSE_HEADERS, **out.headers})
 
 
@@ -129,25 +165,61 @@ def routes(rt, gw: Gateway) -> list:
         clock = (time.time(), time.perf_counter())
         raw = await read_body(request, gw.rt.configs.server.limits)
         try:
-            openai_body, tags = _translate(gw, raw, request.headers)
+            openai_body, tags, pt = _prepare(gw, raw, request.headers)
             out = await until_disconnect(request.receive, gw.start_chat(openai_body, raw, tags, "messages",
-                                                                        clock=clock,
+                                                                        clock=clock, forward=pt.forward,
+                                                                        stamp=pt.stamp,
                                                                         cache=request.headers.get("x-mlx-cache")))
         except ModeluxError as e:
             return error_response(e)
         except ClientGone:
             return Response(b"", status_code=499)  # nobody reads it; the call is recorded as client_closed
-        return render(out)
+        return render(out, pt)
 
     @post("/v1/messages/count_tokens", status_code=200)
     async def count_tokens(request: Request) -> Response:
-        """An estimate (no provider is called): enough to size a prompt against a context window."""
+        """The provider's own count when the model routes to an anthropic target (exact); otherwise an
+        estimate, marked `x-mlx-token-count: estimate` (and why, in `x-mlx-estimate-reason`)."""
         try:
             body = gw.decode(await read_body(request, gw.rt.configs.server.limits))
             if not isinstance(body.get("messages"), list):
                 raise BadRequest("messages: a list of messages is required", param="messages")
+            body.pop("mlx:tags", None)
+            tags = _tags(None, tags_in_metadata(body.get("metadata")), request.headers)
+            exact = await _count_upstream(gw, body, tags, request.headers)
         except ModeluxError as e:
             return error_response(e)
-        return Response(_encode({"input_tokens": estimate_input_tokens(body)}), status_code=200, media_type=JSON)
+        if isinstance(exact, bytes):
+            return Response(exact, status_code=200, media_type=JSON, headers={"x-mlx-token-count": "exact"})
+        return Response(_encode({"input_tokens": estimate_input_tokens(body)}), status_code=200, media_type=JSON,
+                        headers={"x-mlx-token-count": "estimate", "x-mlx-estimate-reason": exact})
 
     return [messages, count_tokens]
+
+
+async def _count_upstream(gw: Gateway, body: dict[str, Any], tags: dict[str, str], headers: Any) -> bytes | str:
+    """The first anthropic target's count (its answer as is), or why there is none (a str).
+    A 4xx from the provider is the client's error and is raised; a failed provider is skipped."""
+    snap = gw.rt.snapshot
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return "no model"
+    try:
+        plan = snap.router.resolve(model, tags)
+    except ModelNotFound:
+        return "model not routed"
+    client = {k: headers.get(k) for k in passthrough.CLIENT_HEADERS if headers.get(k)}
+    why = "no anthropic target"
+    for target in plan.targets:
+        provider = snap.providers[target.provider]
+        if not passthrough.is_anthropic(provider):
+            continue
+        data = _encode({**passthrough.untagged(body), "model": target.model})
+        try:
+            return await passthrough.count_tokens(provider, data, passthrough.headers_for(provider, client),
+                                                  target.timeout_s)
+        except UpstreamError as e:
+            if e.category is None:
+                raise
+            why = f"{target.label} failed: {e.message}"
+    return why

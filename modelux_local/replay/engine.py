@@ -23,6 +23,7 @@ from ..core.records import CallRecord
 from ..core.usage import Usage, usage_from_openai
 from ..errors import ModeluxError
 from ..pricing import PriceBook
+from ..providers import anthropic_passthrough as passthrough
 from ..providers import build_provider
 from ..providers.anthropic_in import anthropic_request_to_openai
 from ..providers.responses_in import responses_request_to_chat
@@ -32,7 +33,8 @@ from .selection import OriginalCall, OriginalRun
 
 _enc = msgspec.json.Encoder().encode
 _dec = msgspec.json.Decoder().decode
-# messages and responses: replayed as the chat call they were translated to
+# messages: passed through to anthropic targets, else translated; responses: replayed as the chat
+# call they were routed as
 REPLAYABLE = ("chat", "embeddings", "messages", "responses")
 
 
@@ -184,11 +186,16 @@ class Replayer:
         if not isinstance(body, dict):
             return ReplayedCall(oc, "skipped", error="recorded request is not a JSON object")
         body.pop("mlx:tags", None)
+        pt = None
         if oc.endpoint == "messages":  # the Anthropic body as received: replay what the gateway routed
-            try:
-                body, _ = anthropic_request_to_openai(body)
+            try:  # passed through to anthropic targets, as the proxy does (cache_control, thinking kept)
+                chat, _ = anthropic_request_to_openai(body)
+                deferred = None
             except ModeluxError as e:
-                return ReplayedCall(oc, "skipped", error=f"recorded /v1/messages request: {e.message}")
+                if not any(passthrough.is_anthropic(p) for p in self.snapshot.providers.values()):
+                    return ReplayedCall(oc, "skipped", error=f"recorded /v1/messages request: {e.message}")
+                chat, deferred = {"model": body.get("model"), "messages": [], "stream": bool(body.get("stream"))}, e
+            pt, body = passthrough.Passthrough(body, {}, deferred), chat
         elif oc.endpoint == "responses":  # the chat body it was routed as, earlier turns included
             if oc.chat_body is not None:
                 body = _dec(oc.chat_body)
@@ -200,19 +207,27 @@ class Replayer:
                 except ModeluxError as e:
                     return ReplayedCall(oc, "skipped", error=f"recorded /v1/responses request: {e.message}")
         body["model"] = self.maps.get(str(body.get("model")), str(body.get("model")))
-        return (await self._call(oc, body, tags, "chat" if oc.endpoint in ("messages", "responses") else oc.endpoint))[0]
+        return (await self._call(oc, body, tags, "chat" if oc.endpoint in ("messages", "responses") else oc.endpoint,
+                                 pt=pt))[0]
 
     async def _call(self, oc: OriginalCall, body: dict, tags: dict[str, str], endpoint: str,
-                    plan: Plan | None = None) -> tuple[ReplayedCall, Any]:
+                    plan: Plan | None = None, pt: Any = None) -> tuple[ReplayedCall, Any]:
         """One call through the dispatcher; the replayed call and the provider's result (non-stream)."""
         seen: list[CallRecord] = []
         stamp = self._stamp(oc.call_id, seen)
+        if pt is not None:  # a /v1/messages call: its pass-through notes join the replayed record's trace
+            replay_stamp = stamp
+
+            def stamp(rec: CallRecord) -> None:
+                pt.stamp(rec)
+                replay_stamp(rec)
         try:
             if endpoint == "embeddings":
                 out = await self.dispatcher.embeddings(self.snapshot, body, None, tags, plan=plan, stamp=stamp)
             else:
                 out = await self.dispatcher.start_chat(self.snapshot, body, None, tags, endpoint, plan=plan,
-                                                       stamp=stamp, buffer=True)
+                                                       stamp=stamp, buffer=True,
+                                                       forward=pt.forward if pt is not None else None)
         except ModeluxError as e:  # the candidate cannot route this model (recorded when in a run)
             self.requests += 1
             return ReplayedCall(oc, "error", seen[0].call_id if seen else None, error=e.message), None

@@ -22,6 +22,7 @@ import msgspec
 from ..config.loader import ConfigSet, load_dir
 from ..core.display import printable  # noqa: F401  (re-exported: the TUI's one door to modelux_local)
 from ..core.tags import tags_match
+from ..core.usage import cache_share
 from ..errors import ConfigError
 from ..pricing import format_usd, nanos_to_usd  # format_usd: for widgets/format.py (the TUI's one door)
 from ..storage.breakdown import RunBreakdown, run_breakdown  # noqa: F401  (RunBreakdown: for the screens)
@@ -424,6 +425,8 @@ class DataSource:
             raw = r.conn().execute("SELECT status, last_at FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if raw and raw[0] == "running" and self.clock() - raw[1] <= self.idle_timeout_s():
                 run["status"], run["ended_at"] = "running", None
+        if run is not None:
+            run["cached_tokens"], _, run["cached_share"] = cache_share(run.get("steps") or [])
         return run
 
     def run_breakdown(self, run_id: str) -> RunBreakdown | None:

@@ -17,6 +17,18 @@ enqueue() fields (all optional; FIFO, one per POST; `n_times=` repeats):
     stream_error_after            streams: an `event: error` (overloaded) after that many events
     disconnect                    close the connection without an answer
     body / raw_sse                answer with this JSON object / these SSE bytes, as is
+    cache_write_1h                of cache_write, how many went to the one-hour cache
+    server_tool                   a server tool call and its result before the answer (e.g. "web_search")
+
+`FakeAnthropic(prompt_cache=True)` simulates prompt caching: a prefix (tools, system, messages)
+up to a `cache_control` marker, of at least MIN_CACHE_TOKENS, is written on first sight and read
+after (usage says so), unless the reply scripts cache_read / cache_write itself.
+`POST /v1/messages/count_tokens` answers the fake's own count (`count_tokens(body)`).
+
+Strict where pass-through matters: a thinking block's signature must be one the fake issued for
+that text; with thinking enabled, an assistant turn that calls a tool must start with its thinking
+block; `context_management` needs the `context-management-2025-06-27` beta; server tools
+(`type` other than custom) need no input_schema.
 
 Without a scripted answer: when tools are offered (and tool_choice is not none) and the
 last user turn is not a tool result, it calls the first tool (or the forced one) with inputs
@@ -26,6 +38,7 @@ after tool results).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import time
@@ -38,9 +51,13 @@ from aiohttp import web
 from ._threaded import ThreadedFake
 
 TOP_LEVEL = {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
-             "temperature", "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier"}
-BLOCKS = {"user": {"text", "image", "tool_result", "document"},
-          "assistant": {"text", "tool_use", "thinking", "redacted_thinking"}}
+             "temperature", "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier",
+             "context_management", "container"}
+BLOCKS = {"user": {"text", "image", "tool_result", "document", "search_result"},
+          "assistant": {"text", "tool_use", "thinking", "redacted_thinking", "server_tool_use",
+                        "web_search_tool_result"}}
+BETA_FIELDS = {"context_management": "context-management-2025-06-27"}
+MIN_CACHE_TOKENS = 1024
 MEDIA_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -67,6 +84,18 @@ class Reply:
     body: Any = None
     raw_sse: bytes | None = None
     chunk_delay_s: float = 0.0
+    cache_write_1h: int = 0
+    server_tool: str | None = None
+
+
+def signature_for(thinking: str) -> str:
+    """The signature the fake puts on a thinking block (and checks when the block comes back)."""
+    return "sig_" + hashlib.sha256(thinking.encode()).hexdigest()[:32]
+
+
+def count_tokens(body: dict[str, Any]) -> int:
+    """The fake's exact count: about 3 characters a token, plus a fixed overhead (not the gateway's estimate)."""
+    return len(json.dumps([body.get("system"), body.get("tools"), body["messages"]])) // 3 + 11
 
 
 class Invalid(Exception):
@@ -117,6 +146,22 @@ def _validate_block(block: Any, role: str, where: str) -> None:
         raise Invalid(f"{where}: tool_use needs id, name and an input object")
     if kind == "tool_result" and not block.get("tool_use_id"):
         raise Invalid(f"{where}.tool_use_id: Field required")
+    if kind == "thinking" and block.get("signature") != signature_for(str(block.get("thinking", ""))):
+        raise Invalid(f"{where}: Invalid `signature` in `thinking` block")
+
+
+def _validate_thinking_turns(body: dict[str, Any]) -> None:
+    """With thinking on, the last assistant turn that calls a tool must open with its thinking block."""
+    if (body.get("thinking") or {}).get("type") != "enabled":
+        return
+    for i, msg in enumerate(body["messages"]):
+        blocks = msg["content"] if isinstance(msg["content"], list) else []
+        if msg["role"] != "assistant" or not any(b.get("type") == "tool_use" for b in blocks):
+            continue
+        if i == len(body["messages"]) - 2 and blocks[0].get("type") not in ("thinking", "redacted_thinking"):
+            raise Invalid(f"messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+                          f"`{blocks[0].get('type')}`. When `thinking` is enabled, a final `assistant` message "
+                          "must start with a thinking block.")
 
 
 def _validate_tool_pairing(messages: list[dict[str, Any]]) -> None:
@@ -150,6 +195,9 @@ def _validate_tools(body: dict[str, Any]) -> None:
     for i, tool in enumerate(body.get("tools") or []):
         if not TOOL_NAME.match(str(tool.get("name", ""))):
             raise Invalid(f"tools.{i}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'")
+        if tool.get("type") not in (None, "custom"):  # a server tool (web_search_20250305, ...)
+            names.add(tool["name"])
+            continue
         schema = tool.get("input_schema")
         if not isinstance(schema, dict) or schema.get("type") != "object":
             raise Invalid(f"tools.{i}.input_schema: Input should be an object schema with type 'object'")
@@ -176,6 +224,10 @@ def validate(headers: dict[str, str], body: Any) -> None:
     extra = set(body) - TOP_LEVEL
     if extra:
         raise Invalid(f"{sorted(extra)[0]}: Extra inputs are not permitted")
+    betas = {b.strip() for b in headers.get("anthropic-beta", "").split(",")}
+    for key, beta in BETA_FIELDS.items():
+        if key in body and beta not in betas:
+            raise Invalid(f"{key}: Extra inputs are not permitted (needs the anthropic-beta header {beta})")
     for key in ("model", "max_tokens", "messages"):
         if key not in body:
             raise Invalid(f"{key}: Field required")
@@ -210,6 +262,7 @@ def validate(headers: dict[str, str], body: Any) -> None:
             _validate_block(block, role, f"messages.{i}.content.{j}")
     _validate_tool_pairing(messages)
     _validate_tools(body)
+    _validate_thinking_turns(body)
 
 
 # ---------------------------------------------------------------- the fake
@@ -218,8 +271,28 @@ class FakeAnthropic(ThreadedFake):
     name = "fake-anthropic"
     reply_type = Reply
 
+    def __init__(self, *args: Any, prompt_cache: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.prompt_cache = prompt_cache
+        self.cache: set[str] = set()  # hashes of the prefixes written to the (simulated) prompt cache
+
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        _, reply, body = await self.take(request)
+        if reply.status >= 400:
+            return web.json_response(self.error_body(reply.status, reply.error_type, reply.message),
+                                     status=reply.status)
+        try:
+            validate({k.lower(): v for k, v in request.headers.items()},
+                     {"max_tokens": 1, **body} if isinstance(body, dict) else body)
+        except PermissionError as exc:
+            return web.json_response(self.error_body(401, "authentication_error", str(exc)), status=401)
+        except Invalid as exc:
+            return web.json_response(self.error_body(400, "invalid_request_error", str(exc)), status=400)
+        return web.json_response({"input_tokens": count_tokens(body)})
 
     @staticmethod
     def error_body(status: int, error_type: str | None = None, message: str | None = None) -> dict[str, Any]:
@@ -257,11 +330,19 @@ class FakeAnthropic(ThreadedFake):
         after_tool = any(b.get("type") == "tool_result" for b in last_blocks)
         content: list[dict[str, Any]] = []
         if reply.thinking:
-            content.append({"type": "thinking", "thinking": reply.thinking, "signature": "sig"})
+            content.append({"type": "thinking", "thinking": reply.thinking, "signature": signature_for(reply.thinking)})
+        if reply.server_tool:
+            tid = f"srvtoolu_{uuid.uuid4().hex[:20]}"
+            content.append({"type": "server_tool_use", "id": tid, "name": reply.server_tool,
+                            "input": {"query": text_of(last["content"])}})
+            content.append({"type": f"{reply.server_tool}_tool_result", "tool_use_id": tid,
+                            "content": [{"type": "web_search_result", "url": "https://example.com/",
+                                         "title": "Example", "encrypted_content": "enc", "page_age": None}]})
         uses = reply.tool_use
         choice = body.get("tool_choice") or {"type": "auto"}
-        if uses is None and body.get("tools") and not after_tool and choice["type"] != "none":
-            tool = next((t for t in body["tools"] if t["name"] == choice.get("name")), body["tools"][0])
+        custom = [t for t in body.get("tools") or [] if "input_schema" in t]
+        if uses is None and custom and not after_tool and choice["type"] != "none" and not reply.server_tool:
+            tool = next((t for t in custom if t["name"] == choice.get("name")), custom[0])
             uses = [{"name": tool["name"], "input": sample_value(tool["input_schema"])}]
         if uses:
             if reply.text:
@@ -276,15 +357,42 @@ class FakeAnthropic(ThreadedFake):
             content.append({"type": "text", "text": text})
         prompt = json.dumps(body.get("system", "")) + json.dumps(messages)
         produced = json.dumps(content)
+        input_tokens = reply.input_tokens or len(prompt) // 4 + 1
+        cache_read, cache_write = reply.cache_read, reply.cache_write
+        if self.prompt_cache and reply.input_tokens is None and not (cache_read or cache_write):
+            cache_read, cache_write, input_tokens = self._cache(body)
+        usage = {"input_tokens": input_tokens, "output_tokens": reply.output_tokens or len(produced) // 4 + 1,
+                 "cache_read_input_tokens": cache_read, "cache_creation_input_tokens": cache_write}
+        if reply.cache_write_1h:  # only when scripted: older tests compare the usage object whole
+            usage["cache_creation"] = {"ephemeral_5m_input_tokens": cache_write - reply.cache_write_1h,
+                                       "ephemeral_1h_input_tokens": reply.cache_write_1h}
         return {
             "id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant",
             "model": body["model"], "content": content,
             "stop_reason": reply.stop_reason or ("tool_use" if uses else "end_turn"), "stop_sequence": None,
-            "usage": {"input_tokens": reply.input_tokens or len(prompt) // 4 + 1,
-                      "output_tokens": reply.output_tokens or len(produced) // 4 + 1,
-                      "cache_read_input_tokens": reply.cache_read,
-                      "cache_creation_input_tokens": reply.cache_write},
+            "usage": usage,
         }
+
+    def _cache(self, body: dict[str, Any]) -> tuple[int, int, int]:
+        """(cache read, cache write, uncached input) tokens, with prefixes cached at each marker."""
+        system = body.get("system")
+        parts = list(body.get("tools") or []) + ([{"type": "text", "text": system}] if isinstance(system, str)
+                                                 else list(system or []))
+        for m in body["messages"]:
+            parts += m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
+        sizes = [len(json.dumps(p, sort_keys=True)) // 4 + 1 for p in parts]
+        total = sum(sizes)
+        marks = [i for i, p in enumerate(parts) if "cache_control" in p]
+        key = lambda i: hashlib.sha256(json.dumps(parts[:i + 1], sort_keys=True).encode()).hexdigest()  # noqa: E731
+        read = max((sum(sizes[:i + 1]) for i in marks if key(i) in self.cache), default=0)
+        write = 0
+        if marks:
+            last = marks[-1]
+            prefix = sum(sizes[:last + 1])
+            if prefix >= MIN_CACHE_TOKENS and key(last) not in self.cache:
+                self.cache.add(key(last))
+                write = prefix - read
+        return read, write, total - read - write
 
     @staticmethod
     def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -305,6 +413,10 @@ class FakeAnthropic(ThreadedFake):
                                                        "content_block": {"type": "thinking", "thinking": ""}}))
                 deltas = [{"type": "thinking_delta", "thinking": block["thinking"]},
                           {"type": "signature_delta", "signature": block["signature"]}]
+            elif kind.endswith("_tool_result"):  # a server tool's result arrives whole
+                events.append(("content_block_start", {"type": "content_block_start", "index": i,
+                                                       "content_block": block}))
+                deltas = []
             else:
                 events.append(("content_block_start", {"type": "content_block_start", "index": i,
                                                        "content_block": {**block, "input": {}}}))

@@ -90,6 +90,8 @@ def render_run(run: dict, breakdown: Any = None) -> RenderableType:
             ("tokens", f"{run['input_tokens']:,} in / {run['output_tokens']:,} out"),
             ("cost", fmt.money(run["cost_usd"])), ("duration", fmt.ms(run["duration_ms"])),
             ("latency", f"p50 {fmt.ms(run['p50_ms'])}  p95 {fmt.ms(run['p95_ms'])}")]
+    if run.get("cached_tokens"):
+        rows.append(("cache", f"{run['cached_tokens']:,} input tokens read from cache ({run['cached_share']:.0%})"))
     if run.get("anomalies"):
         rows.append(("anomalies", Text(", ".join(run["anomalies"]), style="bold yellow")))
     if run.get("abort_reason"):
