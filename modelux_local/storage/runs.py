@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import apsw
 
+from .queries import RUN_COLUMNS
+
 TABLE_COLUMNS = ("run_id, agent, tags, status, started_at, last_at, ended_at, calls, errors, retries, "
                  "input_tokens + output_tokens, cost_nusd, unpriced_calls, anomalies, abort_reason")
 
@@ -61,3 +63,62 @@ def running_count(conn: apsw.Connection, active_since: float) -> int:
 def status_and_last(conn: apsw.Connection, run_id: str) -> tuple[str, float] | None:
     """(stored status, last_at) of a run, or None."""
     return conn.execute("SELECT status, last_at FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+
+
+# -- run state changes (analytics/events.py fires the events that go with them) -----------------
+
+def summary_row(conn: apsw.Connection, run_id: str) -> tuple[tuple | None, list[float]]:
+    """(the run's RUN_COLUMNS row or None, its calls' latencies ascending), read on `conn` so that a
+    transaction sees its own writes."""
+    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        return None, []
+    return row, [r[0] for r in conn.execute(
+        "SELECT latency_ms FROM calls WHERE run_id = ? AND latency_ms IS NOT NULL ORDER BY latency_ms", (run_id,))]
+
+
+def exists(conn: apsw.Connection, run_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
+
+def ensure(conn: apsw.Connection, run_id: str, now: float) -> None:
+    """A run row to hang a state on (an abort can come before the run's first call is written).
+    The calls rollup upsert merges into it later (started_at takes the minimum)."""
+    conn.execute("INSERT INTO runs (run_id, started_at, last_at) VALUES (?, ?, ?) ON CONFLICT(run_id) DO NOTHING",
+                 (run_id, now, now))
+
+
+def abort(conn: apsw.Connection, run_id: str, reason: str, code: str, now: float) -> bool:
+    """Sets the run aborted; False if it already was."""
+    conn.execute("UPDATE runs SET status = 'aborted', abort_reason = ?, abort_code = ?, "
+                 "ended_at = ? WHERE run_id = ? AND status != 'aborted'", (reason, code, now, run_id))
+    return conn.changes() > 0
+
+
+def log_abort(conn: apsw.Connection, run_id: str, reason: str, code: str, at: float, source: str) -> None:
+    """Lets a running server learn of an abort it did not make."""
+    conn.execute("INSERT INTO run_aborts (run_id, reason, code, at, source) VALUES (?, ?, ?, ?, ?)",
+                 (run_id, reason, code, at, source))
+
+
+def set_outcome(conn: apsw.Connection, run_id: str, outcome_json: str) -> None:
+    conn.execute("UPDATE runs SET outcome = ? WHERE run_id = ?", (outcome_json, run_id))
+
+
+def complete(conn: apsw.Connection, run_id: str) -> bool:
+    """A running run completes (ended at its last call); False if it was not running."""
+    conn.execute("UPDATE runs SET status = 'completed', ended_at = last_at WHERE run_id = ? AND status = 'running'",
+                 (run_id,))
+    return conn.changes() > 0
+
+
+def complete_quietly(conn: apsw.Connection, idle_before: float, stale_before: float) -> None:
+    """Completes running runs idle since `idle_before` that are replays or idle since `stale_before`."""
+    conn.execute("UPDATE runs SET status = 'completed', ended_at = last_at WHERE status = 'running' AND last_at < ? "
+                 "AND (last_at < ? OR replay_id IS NOT NULL)", (idle_before, stale_before))
+
+
+def idle(conn: apsw.Connection, idle_before: float, limit: int) -> list[str]:
+    """Ids of running runs with no call since `idle_before`, longest idle first."""
+    return [r[0] for r in conn.execute("SELECT run_id FROM runs WHERE status = 'running' AND last_at < ? "
+                                       "ORDER BY last_at LIMIT ?", (idle_before, limit))]
