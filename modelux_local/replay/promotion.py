@@ -21,7 +21,7 @@ from ..config.loader import ConfigSet, content_version, parse_routing_text
 from ..config.schema import PromotionSection
 from ..errors import BadRequest, ConfigError, ModeluxError, NotFound
 from ..storage import serving as db
-from . import store
+from ..storage import replays as store
 
 _enc = msgspec.json.Encoder().encode
 _dec = msgspec.json.Decoder().decode

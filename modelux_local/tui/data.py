@@ -435,14 +435,14 @@ class DataSource:
                                     on_progress=lambda p: progress(p.runs_done, p.runs_total)))
 
     def replay_runs(self, replay_id: str) -> list[dict]:
-        from ..replay import store
+        from ..storage import replays as store
 
         conn = self._conn()
         return store.replay_runs(conn, replay_id) if conn else []
 
     def replay_step_pairs(self, replay_id: str, run_id: str) -> list[tuple[dict, dict | None]]:
         """(original call, its replayed call or None) for each call of the run, in order; each with `cost_usd`."""
-        from ..replay import store
+        from ..storage import replays as store
 
         def priced(call: dict | None) -> dict | None:
             return None if call is None else {**call, "cost_usd": nanos_to_usd(call.get("cost_nusd"))}

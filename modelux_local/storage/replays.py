@@ -1,4 +1,5 @@
-"""Replay rows: written through the storage Writer (in order with the replayed calls), read directly."""
+"""Replay rows (replays, replay_runs, replayed calls): written through the Writer (in order with the
+replayed calls), read directly. replay/ decides what to replay; the SQL is here."""
 from __future__ import annotations
 
 import os
