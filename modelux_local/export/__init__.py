@@ -4,7 +4,7 @@ Reads the database only; never imports the proxy. One trace per run (calls witho
 a trace of their own): a root span for the run, a client span per call, and the routing
 attempts as span events.
 """
-from .source import count_calls, iter_calls, runs_by_id
+from ..storage.exports import count_calls, iter_calls, runs_by_id
 from .otlp import spans_for, otlp_payload
 from .jsonl import jsonl_line
 

@@ -4,7 +4,11 @@ analytics/events.py decides what to emit and analytics/webhooks.py delivers; the
 """
 from __future__ import annotations
 
+import json
+
 import apsw
+
+from ..core.stats import iso
 
 
 def add_event(conn: apsw.Connection, event_id: str, event: str, run_id: str | None, at: float, detail: str,
@@ -52,3 +56,25 @@ def prune(conn: apsw.Connection, before: float) -> int:
     conn.execute("DELETE FROM events WHERE at < ? AND event_id NOT IN (SELECT event_id FROM webhook_deliveries)",
                  (before,))
     return conn.changes()
+
+
+def recent_events(conn: apsw.Connection, limit: int) -> list[dict]:
+    """The newest `limit` events, each with its deliveries and their attempts (`webhooks` in the CLI)."""
+    events = list(conn.execute("SELECT event_id, event, run_id, at, detail FROM events ORDER BY at DESC LIMIT ?",
+                               (limit,)))
+    out = []
+    for eid, event, run_id, at, detail in events:
+        deliveries = []
+        for url, status, n, next_at, delivered_at, last_error in conn.execute(
+                "SELECT url, status, attempts, next_at, delivered_at, last_error FROM webhook_deliveries "
+                "WHERE event_id = ? ORDER BY url", (eid,)):
+            attempts = [{"attempt": a, "at": iso(t), "http_status": s, "error": e, "latency_ms": round(ms or 0, 1)}
+                        for a, t, s, e, ms in conn.execute(
+                            "SELECT attempt, at, http_status, error, latency_ms FROM webhook_attempts "
+                            "WHERE event_id = ? AND url = ? ORDER BY attempt", (eid, url))]
+            deliveries.append({"url": url, "status": status, "attempts": n, "last_error": last_error,
+                               "next_at": iso(next_at) if status == "pending" else None,
+                               "delivered_at": iso(delivered_at), "tries": attempts})
+        out.append({"id": eid, "event": event, "run_id": run_id, "at": iso(at), "detail": json.loads(detail),
+                    "deliveries": deliveries})
+    return out

@@ -81,6 +81,11 @@ def exists(conn: apsw.Connection, run_id: str) -> bool:
     return conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
 
 
+def abort_reason(conn: apsw.Connection, run_id: str) -> str | None:
+    row = conn.execute("SELECT abort_reason FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return row[0] if row else None
+
+
 def ensure(conn: apsw.Connection, run_id: str, now: float) -> None:
     """A run row to hang a state on (an abort can come before the run's first call is written).
     The calls rollup upsert merges into it later (started_at takes the minimum)."""
@@ -122,3 +127,47 @@ def idle(conn: apsw.Connection, idle_before: float, limit: int) -> list[str]:
     """Ids of running runs with no call since `idle_before`, longest idle first."""
     return [r[0] for r in conn.execute("SELECT run_id FROM runs WHERE status = 'running' AND last_at < ? "
                                        "ORDER BY last_at LIMIT ?", (idle_before, limit))]
+
+
+def flag(conn: apsw.Connection, run_id: str, name: str) -> bool:
+    """Adds anomaly `name` to the run's flags; False if it already had it."""
+    conn.execute("UPDATE runs SET anomalies = json_insert(anomalies, '$[#]', ?) WHERE run_id = ? "
+                 "AND NOT EXISTS (SELECT 1 FROM json_each(runs.anomalies) WHERE value = ?)", (name, run_id, name))
+    return conn.changes() > 0
+
+
+def calls_and_cost(conn: apsw.Connection, run_id: str) -> tuple[int, int] | None:
+    return conn.execute("SELECT calls, cost_nusd FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+
+
+def calls_to_check(conn: apsw.Connection, run_id: str) -> list[tuple]:
+    """(call_id, request body as stored, attempts, started_at, provider, endpoint, tags, alias) of the run's
+    recorded calls in order: what the anomaly checks look at."""
+    return conn.execute("SELECT call_id, request, attempts, started_at, provider, endpoint, tags, alias FROM calls "
+                        "WHERE run_id = ? AND replay_id IS NULL ORDER BY started_at, call_id", (run_id,)).fetchall()
+
+
+def budget_seed(conn: apsw.Connection, since: float, before: float) -> tuple[list, list, set]:
+    """What the budget guard needs after a restart: (runs active since `since` as (run_id, status,
+    abort_reason, abort_code, started_at, last_at); (run_id, calls, tokens, cost_nusd) of their calls
+    made before `before`; run ids already warned)."""
+    runs = list(conn.execute(
+        "SELECT run_id, status, abort_reason, abort_code, started_at, last_at FROM runs WHERE last_at >= ?", (since,)))
+    # calls refused by a guard (no provider was tried) did not count against the budget
+    sums = list(conn.execute(
+        "SELECT c.run_id, count(*), sum(coalesce(c.input_tokens, 0) + coalesce(c.output_tokens, 0)), "
+        "sum(coalesce(c.cost_nusd, 0)) FROM calls c JOIN runs r ON r.run_id = c.run_id "
+        "WHERE r.last_at >= ? AND c.started_at < ? AND NOT (c.status = 'aborted' AND c.provider IS NULL) "
+        "GROUP BY c.run_id", (since, before)))
+    warned = {r[0] for r in conn.execute(
+        "SELECT DISTINCT run_id FROM events WHERE event = 'budget.warning' AND at >= ?", (since,))}
+    return runs, sums, warned
+
+
+def newest_abort_seq(conn: apsw.Connection) -> int:
+    return conn.execute("SELECT coalesce(max(seq), 0) FROM run_aborts").fetchone()[0]
+
+
+def aborts_since(conn: apsw.Connection, seq: int) -> list[tuple]:
+    """(seq, run_id, reason, code) of the aborts logged after `seq`, in order."""
+    return list(conn.execute("SELECT seq, run_id, reason, code FROM run_aborts WHERE seq > ? ORDER BY seq", (seq,)))

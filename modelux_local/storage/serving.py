@@ -129,3 +129,9 @@ def config_versions(conn: apsw.Connection, limit: int = 50) -> list[dict]:
     rows = conn.execute("SELECT name, version, source, first_seen FROM config_versions "
                         "ORDER BY first_seen DESC, name LIMIT ?", (limit,)).fetchall()
     return [{"name": n, "version": v, "source": s, "first_seen": t} for n, v, s, t in rows]
+
+
+def add_config_versions(conn: apsw.Connection, rows: list[tuple[str, str, str, str]], now: float) -> None:
+    """(name, version, content, source) of loaded configs, each content kept once."""
+    conn.executemany("INSERT OR IGNORE INTO config_versions (name, version, content, source, first_seen) "
+                     "VALUES (?, ?, ?, ?, ?)", [(*r, now) for r in rows])
