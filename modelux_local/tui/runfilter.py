@@ -1,5 +1,5 @@
 """The runs filter (`/`): one rule, applied on screen to loaded rows here and in SQL to the database
-by storage/runs.py `filter_where`.
+by storage/analytics_queries.py `RunFilter.from_query` (the filter of `runs` too).
 
 Every word must match: `k=v` a tag exactly, anything else a substring of id, agent, status,
 tags and flags.
