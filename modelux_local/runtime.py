@@ -16,6 +16,7 @@ from .providers import Provider, build_provider
 from .routing import Router
 from .settings import Paths
 from .storage import Reader, Writer
+from .storage import serving as serving_db
 from .storage.redact import secrets_of
 
 log = logging.getLogger("modelux")
@@ -137,8 +138,4 @@ class Runtime:
         rows = [(n, cs.versions[n], cs.texts[n], cs.files.get(n, cs.source)) for n in cs.routing]
         now = time.time()
 
-        def write(conn):
-            conn.executemany("INSERT OR IGNORE INTO config_versions (name, version, content, source, first_seen) "
-                             "VALUES (?, ?, ?, ?, ?)", [(*r, now) for r in rows])
-
-        self.writer.execute(write)
+        self.writer.execute(lambda conn: serving_db.add_config_versions(conn, rows, now))

@@ -36,3 +36,13 @@ def test_one_module_outside_routing_runs_the_attempt_loop():
     callers = sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*.py")
                      if p.parent.name != "routing" and re.search(r"\bexecute\(\s*[\w.]*plan", p.read_text()))
     assert callers == ["calls/dispatch.py"]
+
+
+def test_import_contracts_hold():
+    """pyproject's [tool.importlinter] contracts: layers downward, litestar only in proxy/, textual only in tui/."""
+    from pathlib import Path
+
+    lint = Path(sys.executable).with_name("lint-imports")  # installed with the test extra, next to this python
+    out = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 broken" in out.stdout

@@ -25,6 +25,7 @@ import msgspec
 
 from ..calls import Addon
 from ..core.records import CallRecord
+from ..storage import runs
 from ..storage.history import AgentHistory, agent_history, expected
 from .budgets import Pending
 from .events import emit, mark_aborted
@@ -153,9 +154,7 @@ class AnomalyWatcher(Addon):
         restart (or a run idle long enough to be pruned) does not reset its anomaly counters."""
         counts: dict[str, int] = {}
         failures: list[float] = []
-        for call_id, request, attempts, started, provider, endpoint, tags, alias in conn.execute(
-                "SELECT call_id, request, attempts, started_at, provider, endpoint, tags, alias FROM calls "
-                "WHERE run_id = ? AND replay_id IS NULL ORDER BY started_at, call_id", (rid,)):
+        for call_id, request, attempts, started, provider, endpoint, tags, alias in runs.calls_to_check(conn, rid):
             if call_id in batch:
                 continue
             if rid not in self._agents and (alias or tags):
@@ -195,7 +194,7 @@ class AnomalyWatcher(Addon):
 
     def _cost(self, conn: apsw.Connection, rid: str, agent: str, cfg: Any) -> bool:
         s = self.history.get(agent)
-        row = conn.execute("SELECT calls, cost_nusd FROM runs WHERE run_id = ?", (rid,)).fetchone()
+        row = runs.calls_and_cost(conn, rid)
         if s is None or row is None or s.runs < cfg.cost_min_history:
             return False
         calls, cost = row
@@ -219,9 +218,7 @@ class AnomalyWatcher(Addon):
         if name in flagged:
             return False
         flagged.add(name)
-        conn.execute("UPDATE runs SET anomalies = json_insert(anomalies, '$[#]', ?) WHERE run_id = ? "
-                     "AND NOT EXISTS (SELECT 1 FROM json_each(runs.anomalies) WHERE value = ?)", (name, rid, name))
-        if conn.changes() == 0:  # already flagged before a restart
+        if not runs.flag(conn, rid, name):  # already flagged before a restart
             return False
         emit(conn, self.rt.reader, self.rt.configs.server.webhooks, f"anomaly.{name}", rid, detail)
         log.warning("run %s: anomaly %s %s", rid, name, detail)

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from ..storage import runs as run_rows
 from .anomalies import AnomalyWatcher, agent_stats
 from .budgets import ABORTED, EXCEEDED, BudgetGuard
 from .events import complete_idle, prune_outbox
@@ -47,19 +48,6 @@ class Signals:
         self._set(self.history)
 
 
-def _seed_rows(conn, since: float, before: float) -> tuple[list, list, set]:
-    runs = list(conn.execute(
-        "SELECT run_id, status, abort_reason, abort_code, started_at, last_at FROM runs WHERE last_at >= ?", (since,)))
-    # calls refused by a guard (no provider was tried) did not count against the budget
-    sums = list(conn.execute(
-        "SELECT c.run_id, count(*), sum(coalesce(c.input_tokens, 0) + coalesce(c.output_tokens, 0)), "
-        "sum(coalesce(c.cost_nusd, 0)) FROM calls c JOIN runs r ON r.run_id = c.run_id "
-        "WHERE r.last_at >= ? AND c.started_at < ? AND NOT (c.status = 'aborted' AND c.provider IS NULL) "
-        "GROUP BY c.run_id", (since, before)))
-    warned = {r[0] for r in conn.execute(
-        "SELECT DISTINCT run_id FROM events WHERE event = 'budget.warning' AND at >= ?", (since,))}
-    return runs, sums, warned
-
 
 async def seed(rt: Any, guard: BudgetGuard, started: float) -> None:
     """Refills the guard's per-run state from the database, in the background after start.
@@ -67,7 +55,7 @@ async def seed(rt: Any, guard: BudgetGuard, started: float) -> None:
     t0 = time.perf_counter()
     try:
         runs, sums, warned = await asyncio.to_thread(
-            lambda: _seed_rows(rt.reader.conn(), started - SEED_WINDOW_S, started))
+            lambda: run_rows.budget_seed(rt.reader.conn(), started - SEED_WINDOW_S, started))
     except Exception:
         log.exception("loading the budget state of recent runs failed: budgets count from zero")
         return
@@ -93,17 +81,11 @@ def _blocked_message(run_id: str, code: str | None, reason: str | None) -> str:
 
 async def poll_aborts(rt: Any, guard: BudgetGuard) -> None:
     """Aborts written by another process (the CLI) reach this server's guard within ~ABORT_POLL_S."""
-    def newest(conn):
-        return conn.execute("SELECT coalesce(max(seq), 0) FROM run_aborts").fetchone()[0]
-
-    def since(conn, seq):
-        return list(conn.execute("SELECT seq, run_id, reason, code FROM run_aborts WHERE seq > ? ORDER BY seq", (seq,)))
-
-    seq = await asyncio.to_thread(lambda: newest(rt.reader.conn()))
+    seq = await asyncio.to_thread(lambda: run_rows.newest_abort_seq(rt.reader.conn()))
     while True:
         await asyncio.sleep(ABORT_POLL_S)
         try:
-            rows = await asyncio.to_thread(lambda: since(rt.reader.conn(), seq))
+            rows = await asyncio.to_thread(lambda: run_rows.aborts_since(rt.reader.conn(), seq))
         except Exception:
             log.exception("reading aborts failed")
             continue

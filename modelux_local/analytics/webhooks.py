@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from ..config.schema import Webhook
+from ..storage import outbox
 
 log = logging.getLogger("modelux.webhooks")
 
@@ -41,15 +42,11 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def _due(conn, now: float) -> list[tuple]:
-    return list(conn.execute(
-        "SELECT d.event_id, d.url, d.attempts, e.event, e.body FROM webhook_deliveries d "
-        "JOIN events e ON e.event_id = d.event_id WHERE d.status = 'pending' AND d.next_at <= ? "
-        "ORDER BY d.next_at LIMIT ?", (now, BATCH)))
+    return outbox.due(conn, now, BATCH)
 
 
 def _next_due(conn) -> float | None:
-    row = conn.execute("SELECT min(next_at) FROM webhook_deliveries WHERE status = 'pending'").fetchone()
-    return row[0] if row else None
+    return outbox.next_due(conn)
 
 
 class Deliverer:
@@ -126,15 +123,8 @@ class Deliverer:
         gave_up = error is not None and (n >= MAX_ATTEMPTS or hook is None)
 
         def record(conn):
-            conn.execute("INSERT INTO webhook_attempts (event_id, url, attempt, at, http_status, error, latency_ms) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?)", (event_id, url, n, now, status, error, latency))
-            if error is None:
-                conn.execute("UPDATE webhook_deliveries SET status = 'delivered', attempts = ?, delivered_at = ?, "
-                             "last_error = NULL WHERE event_id = ? AND url = ?", (n, now, event_id, url))
-            else:
-                conn.execute("UPDATE webhook_deliveries SET status = ?, attempts = ?, next_at = ?, last_error = ? "
-                             "WHERE event_id = ? AND url = ?",
-                             ("failed" if gave_up else "pending", n, now + backoff_s(n), error, event_id, url))
+            outbox.record_attempt(conn, event_id, url, n, now, status, error, latency, gave_up=gave_up,
+                                  next_at=now + backoff_s(n))
 
         await self.rt.writer.run(record)
         if error is not None:

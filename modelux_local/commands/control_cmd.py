@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import sys
 
-from ..core.stats import iso
 from ..errors import ConfigError
 from ..settings import resolve_paths
+from ..storage import outbox, runs
 from ._common import fail, no_database, positive_int
 
 
@@ -84,36 +84,15 @@ def abort(args) -> int:
         return 1
     conn, hooks, reader, paths = opened
     with conn:
-        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (args.run_id,)).fetchone() is None:
+        if not runs.exists(conn, args.run_id):
             return fail(f"no run {args.run_id!r} in {paths.db_path} (list runs with `modelux-local runs`)")
         changed = mark_aborted(conn, reader, hooks, args.run_id, args.reason or "aborted from the CLI", ABORTED,
                                "cli", log_abort=True)
-        reason = conn.execute("SELECT abort_reason FROM runs WHERE run_id = ?", (args.run_id,)).fetchone()[0]
+        reason = runs.abort_reason(conn, args.run_id)
     # aborting twice is not an error (the run is aborted, as asked); the first reason stands
     print(f"run {args.run_id}: " + ("aborted; a running server refuses its next calls" if changed
                                     else f"was already aborted ({reason}); nothing changed"))
     return 0
-
-
-def _events(conn, limit: int) -> list[dict]:
-    events = list(conn.execute("SELECT event_id, event, run_id, at, detail FROM events ORDER BY at DESC LIMIT ?",
-                               (limit,)))
-    out = []
-    for eid, event, run_id, at, detail in events:
-        deliveries = []
-        for url, status, n, next_at, delivered_at, last_error in conn.execute(
-                "SELECT url, status, attempts, next_at, delivered_at, last_error FROM webhook_deliveries "
-                "WHERE event_id = ? ORDER BY url", (eid,)):
-            attempts = [{"attempt": a, "at": iso(t), "http_status": s, "error": e, "latency_ms": round(ms or 0, 1)}
-                        for a, t, s, e, ms in conn.execute(
-                            "SELECT attempt, at, http_status, error, latency_ms FROM webhook_attempts "
-                            "WHERE event_id = ? AND url = ? ORDER BY attempt", (eid, url))]
-            deliveries.append({"url": url, "status": status, "attempts": n, "last_error": last_error,
-                               "next_at": iso(next_at) if status == "pending" else None,
-                               "delivered_at": iso(delivered_at), "tries": attempts})
-        out.append({"id": eid, "event": event, "run_id": run_id, "at": iso(at), "detail": json.loads(detail),
-                    "deliveries": deliveries})
-    return out
 
 
 def webhooks(args) -> int:
@@ -121,7 +100,7 @@ def webhooks(args) -> int:
     if opened is None:
         return 1
     conn = opened[0]
-    events = _events(conn, args.limit)
+    events = outbox.recent_events(conn, args.limit)
     if args.json:
         print(json.dumps({"events": events}, indent=2))
         return 0

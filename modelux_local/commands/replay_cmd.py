@@ -248,7 +248,7 @@ def _interactive(args, paths, cs, report) -> None:
 
 
 def _most_changed(conn, replay_id: str) -> str | None:
-    from ..replay import store
+    from ..storage import replays as store
 
     runs = [r for r in store.replay_runs(conn, replay_id) if r["status"] == "done"]
     if not runs:
@@ -258,7 +258,7 @@ def _most_changed(conn, replay_id: str) -> str | None:
 
 
 def _print_steps(conn, replay_id: str, run_id: str) -> None:
-    from ..replay import store
+    from ..storage import replays as store
     from ..replay.report import render_steps
 
     print(render_steps(replay_id, run_id, store.step_pairs(conn, replay_id, run_id)), end="")
@@ -267,7 +267,7 @@ def _print_steps(conn, replay_id: str, run_id: str) -> None:
 # -- replays ----------------------------------------------------------------------------------
 
 def replays_list(args) -> int:
-    from ..replay import store
+    from ..storage import replays as store
     from ..replay.report import render_list
 
     _, conn = _open(args)
@@ -284,7 +284,7 @@ def replays_list(args) -> int:
 
 
 def replays_show(args) -> int:
-    from ..replay import store
+    from ..storage import replays as store
     from ..replay.report import render
 
     _, conn = _open(args)

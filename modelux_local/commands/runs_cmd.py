@@ -149,7 +149,7 @@ def analytics_cmd(args) -> int:
 
 
 def search_cmd(args) -> int:
-    from ..storage.search import catch_up, full_text, search_filter, semantic
+    from ..storage.search import catch_up, full_text, search_filter, semantic, unembedded
 
     paths, reader = _reader(args)
     if reader is None:
@@ -164,7 +164,7 @@ def search_cmd(args) -> int:
             model, vec = _query_vector(paths, args.query)
             results = semantic(conn, vec, model, flt, args.query, args.limit)
             doc = {"query": args.query, "semantic": True, "model": model, "results": results}
-            pending = _unembedded(conn)
+            pending = unembedded(conn)
             if pending and not args.json:
                 print(f"note: {pending} calls are not embedded yet (the server embeds them in the background)",
                       file=sys.stderr)
@@ -203,9 +203,3 @@ def _query_vector(paths, query: str) -> tuple[str, list[float]]:
 
     model, vectors = asyncio.run(go())
     return model, vectors[0]
-
-
-def _unembedded(conn) -> int:
-    row = conn.execute("SELECT count(*) FROM calls_fts WHERE rowid > coalesce("
-                       "(SELECT value FROM search_state WHERE key = 'embedded_upto'), 0)").fetchone()
-    return row[0]

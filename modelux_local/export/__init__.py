@@ -5,7 +5,7 @@ while serving (behind a cursor in the database); `export --otlp` uses the same e
 a trace of their own): a root span for the run, a client span per call, and the routing
 attempts as span events.
 """
-from .source import count_calls, iter_calls, runs_by_id
+from ..storage.exports import count_calls, iter_calls, runs_by_id
 from .otlp import encode, spans_for
 from .jsonl import jsonl_line
 

@@ -18,9 +18,9 @@ import httpx
 from ..calls import Addon
 from ..storage import connect
 from ..storage.export_queries import backlog, calls_after, read_cursor, write_cursor
+from ..storage.exports import runs_by_id
 from .otlp import encode, spans_for
 from .otlp_http import OtlpSettingError, OtlpTarget, SendError, apost, target_from
-from .source import runs_by_id
 
 log = logging.getLogger("modelux.export")
 

@@ -8,6 +8,7 @@ from ..analytics import guard_of
 from ..analytics.budgets import ABORTED
 from ..analytics.events import mark_aborted, record_outcome
 from ..errors import BadRequest, NotFound
+from ..storage import runs
 from .limits import read_body
 
 
@@ -48,7 +49,7 @@ def routes(rt, gateway) -> list:
         live = guard is not None and run_id in guard.runs
         if not live:
             exists = await rt.writer.run(
-                lambda conn: conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None)
+                lambda conn: runs.exists(conn, run_id))
             if not exists:
                 raise NotFound(f"no run {run_id!r}")
         message = f"run {run_id!r} was aborted" + (f": {body.reason}" if body.reason else "")

@@ -16,7 +16,8 @@ from litestar import Response, get, post
 
 from ..calls import Addon
 from ..errors import NotFound
-from ..replay import promotion, store
+from ..replay import promotion
+from ..storage import replays as store
 from ..storage import serving as serving_db
 from .errors import JSON
 

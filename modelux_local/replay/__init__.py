@@ -3,6 +3,6 @@ diff cost / latency / errors / success with confidence intervals, and promote or
 an audit trail. Never imports proxy/: replays go straight to the providers, in-process.
 
 Modules: selection (which runs), engine (live + reprice), evaluators (quality verdicts),
-diff (figures + bootstrap CI), simulate (one replay end to end), store (replay rows),
+diff (figures + bootstrap CI), simulate (one replay end to end; its rows: storage/replays.py),
 report (text), promotion (serving versions, gate, audit, rollback), progress (terminal meter).
 """

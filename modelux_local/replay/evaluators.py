@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config.schema import PromotionSection
+from ..storage import replays
 from .engine import Replayer, RunReplay, message_of
 
 EVALUATORS = ("similarity", "judge", "tool_calls", "json_valid")
@@ -122,26 +123,21 @@ class Similarity(Evaluator):
     def _cached(self, call_id: str) -> list[float] | None:
         if self.conn is None:
             return None
-        row = self.conn.execute("SELECT vec FROM answer_embeddings WHERE call_id = ? AND model = ?",
-                                (call_id, self.alias)).fetchone()
-        if row is None:
+        blob = replays.answer_vector(self.conn, call_id, self.alias)
+        if blob is None:
             return None
-        blob = bytes(row[0])
         return list(struct.unpack(f"{len(blob) // 4}f", blob))
 
     def _store(self, call_id: str, vec: list[float]) -> None:
         if self.cache_write is not None:
             blob = struct.pack(f"{len(vec)}f", *vec)
-            self.cache_write(lambda conn: conn.execute(
-                "INSERT OR REPLACE INTO answer_embeddings (call_id, model, vec) VALUES (?, ?, ?)",
-                (call_id, self.alias, blob)))
+            self.cache_write(lambda conn: replays.save_answer_vector(conn, call_id, self.alias, blob))
 
     def cosine(self, a: list[float], b: list[float]) -> float:
         if self.conn is not None and len(a) == len(b):
             try:
-                d = self.conn.execute("SELECT vec_distance_cosine(?, ?)", (struct.pack(f"{len(a)}f", *a),
-                                                                          struct.pack(f"{len(b)}f", *b))).fetchone()[0]
-                return 1.0 - float(d)
+                return 1.0 - replays.cosine_distance(self.conn, struct.pack(f"{len(a)}f", *a),
+                                                     struct.pack(f"{len(b)}f", *b))
             except Exception:  # sqlite-vec not loadable here: the same formula by hand
                 pass
         return cosine(a, b)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 import tomllib
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,8 @@ import msgspec
 from ..config.loader import ConfigSet, content_version, parse_routing_text
 from ..config.schema import PromotionSection
 from ..errors import BadRequest, ConfigError, ModeluxError, NotFound
-from . import store
+from ..storage import serving as db
+from ..storage import replays as store
 
 _enc = msgspec.json.Encoder().encode
 _dec = msgspec.json.Decoder().decode
@@ -46,22 +46,8 @@ class Serving:
     source: str
 
 
-@contextmanager
-def _immediate(conn: apsw.Connection):
-    """A write transaction that takes the lock up front: a server writing the same file cannot
-    slip a commit between our read of the serving state and our write of the new one."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def current_serving(conn: apsw.Connection, cs: ConfigSet, name: str) -> Serving:
-    row = conn.execute("SELECT v.number, v.content, v.content_version, v.source FROM serving s "
-                       "JOIN serving_versions v ON v.number = s.number WHERE s.name = ?", (name,)).fetchone()
+    row = db.pinned(conn, name)
     if row is not None:
         return Serving(name, row[0], row[1], row[2], row[3])
     if name not in cs.texts:
@@ -70,9 +56,7 @@ def current_serving(conn: apsw.Connection, cs: ConfigSet, name: str) -> Serving:
 
 
 def _new_version(conn: apsw.Connection, name: str, content: str, source: str) -> int:
-    conn.execute("INSERT INTO serving_versions (name, content, content_version, source, created_at) "
-                 "VALUES (?, ?, ?, ?, ?)", (name, content, content_version(content), source, time.time()))
-    return conn.last_insert_rowid()
+    return db.new_version(conn, name, content, content_version(content), source)
 
 
 def gate(report: dict | None, settings: PromotionSection) -> list[str]:
@@ -140,14 +124,13 @@ def promote(conn: apsw.Connection, cs: ConfigSet, candidate: str, *, replay_id: 
     if target not in cs.routing:
         target = cs.default_name
     text = cs.texts[candidate]
-    with _immediate(conn):
+    with db.immediate(conn):
         cur = current_serving(conn, cs, target)
         if cur.content_version == content_version(text):
             raise BadRequest(f"@{target} already serves this content of @{candidate} (version {cur.content_version})")
         from_number = cur.number if cur.number is not None else _new_version(conn, target, cur.content, cur.source)
         to_number = _new_version(conn, target, text, f"@{candidate} ({cs.files.get(candidate, cs.source)})")
-        conn.execute("INSERT INTO serving (name, number) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET number = "
-                     "excluded.number", (target, to_number))
+        db.set_serving(conn, target, to_number)
         audit_id = _audit(conn, "promote", target, from_number, to_number, cur.content_version,
                           content_version(text), f"@{candidate}", replay_id, _figures(report), reason, force and bool(failures))
     return {"audit_id": audit_id, "name": target, "candidate": f"@{candidate}", "from_number": from_number,
@@ -158,29 +141,27 @@ def promote(conn: apsw.Connection, cs: ConfigSet, candidate: str, *, replay_id: 
 def rollback(conn: apsw.Connection, cs: ConfigSet, *, to: int | None = None, reason: str | None = None) -> dict:
     """Restores a numbered serving content (default: what served before the last change)."""
     if to is None:
-        last = conn.execute("SELECT name, from_number FROM config_audit ORDER BY id DESC LIMIT 1").fetchone()
+        last = db.last_change(conn)
         if last is None:
             raise BadRequest("nothing to roll back: no promotion in the audit trail (`modelux config history`)")
-        name, to = last
-    row = conn.execute("SELECT name, content, content_version, source FROM serving_versions WHERE number = ?",
-                       (to,)).fetchone()
+        name, to, _ = last
+    row = db.version(conn, to)
     if row is None:
         raise NotFound(f"no serving version {to}; see `modelux config history`")
-    name, content, version, _source = row
+    name, content, version = row["name"], row["content"], row["content_version"]
     try:
         parse_routing_text(name, content, cs.server)  # still valid against today's providers?
     except ConfigError as e:
         raise BadRequest(f"version {to} of @{name} cannot serve with the current providers: {e.message}") from None
-    with _immediate(conn):
+    with db.immediate(conn):
         cur = current_serving(conn, cs, name) if name in cs.texts else None
         if cur is not None and cur.number == to:
             raise BadRequest(f"@{name} already serves version {to}")
         if cs.texts.get(name) == content:
             # the file holds exactly this content again: let the file serve, so later edits of it take effect
-            conn.execute("DELETE FROM serving WHERE name = ?", (name,))
+            db.unpin(conn, name)
         else:
-            conn.execute("INSERT INTO serving (name, number) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET number = "
-                         "excluded.number", (name, to))
+            db.set_serving(conn, name, to)
         audit_id = _audit(conn, "rollback", name, cur.number if cur else None, to,
                           cur.content_version if cur else None, version, None, None, None, reason, False)
     return {"audit_id": audit_id, "name": name, "from_number": cur.number if cur else None, "to_number": to,
@@ -189,20 +170,15 @@ def rollback(conn: apsw.Connection, cs: ConfigSet, *, to: int | None = None, rea
 
 def _audit(conn, action, name, from_number, to_number, from_version, to_version, candidate, replay_id, figures,
            reason, forced) -> int:
-    conn.execute("INSERT INTO config_audit (at, who, action, name, from_number, to_number, from_version, to_version, "
-                 "candidate, replay_id, figures, reason, forced) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                 (time.time(), store.who(), action, name, from_number, to_number, from_version, to_version,
-                  candidate, replay_id, _enc(figures).decode() if figures else None, reason, int(forced)))
-    return conn.last_insert_rowid()
+    return db.add_audit(conn, who=store.who(), action=action, name=name, from_number=from_number,
+                        to_number=to_number, from_version=from_version, to_version=to_version, candidate=candidate,
+                        replay_id=replay_id, figures=_enc(figures).decode() if figures else None, reason=reason,
+                        forced=forced)
 
 
 def history(conn: apsw.Connection) -> list[dict]:
-    cols = ("id, at, who, action, name, from_number, to_number, from_version, to_version, candidate, replay_id, "
-            "figures, reason, forced")
-    keys = [k.strip() for k in cols.split(",")]
     out = []
-    for r in conn.execute(f"SELECT {cols} FROM config_audit ORDER BY id"):
-        d = dict(zip(keys, r))
+    for d in db.audit_trail(conn):
         d["figures"] = _dec(d["figures"]) if d["figures"] else None
         d["forced"] = bool(d["forced"])
         out.append(d)
@@ -210,11 +186,9 @@ def history(conn: apsw.Connection) -> list[dict]:
 
 
 def version_info(conn: apsw.Connection, number: int) -> dict | None:
-    r = conn.execute("SELECT number, name, content, content_version, source, created_at FROM serving_versions "
-                     "WHERE number = ?", (number,)).fetchone()
-    if r is None:
+    d = db.version(conn, number)
+    if d is None:
         return None
-    d = dict(zip(("number", "name", "content", "content_version", "source", "created_at"), r))
     try:
         aliases = tomllib.loads(d["content"]).get("aliases") or {}
     except tomllib.TOMLDecodeError:
@@ -234,7 +208,7 @@ def wait_live(db_path: Path, audit_id: int, timeout_s: float = 3.0) -> tuple[lis
     deadline = time.monotonic() + timeout_s
     try:
         while True:
-            rows = [(pid, aid) for pid, aid in conn.execute("SELECT pid, audit_id FROM serving_acks")
+            rows = [(pid, aid) for pid, aid in db.acks(conn)
                     if store._pid_alive(pid) and pid != os.getpid()]
             done = [p for p, a in rows if a >= audit_id]
             waiting = [p for p, a in rows if a < audit_id]

@@ -8,6 +8,7 @@ from typing import Any
 import apsw
 import msgspec
 
+from ..storage import replays
 from ..storage.responses_store import chat_body_for_call
 
 _dec = msgspec.json.Decoder()
@@ -87,27 +88,9 @@ class OriginalRun:
         return self.status != "aborted" and not any(c.failed for c in self.calls)
 
 
-_CALL_COLUMNS = ("call_id, endpoint, started_at, alias, config, provider, model, status, input_tokens, output_tokens, "
-                 "cached_tokens, cache_write_tokens, reasoning_tokens, cost_nusd, latency_ms, stream, request, response")
-
-
 def select_runs(conn: apsw.Connection, sel: Selection) -> list[str]:
     """Run ids of recorded (never replayed) runs matching the selection, oldest first."""
-    where, params = ["replay_id IS NULL"], []
-    if sel.since is not None:
-        where.append("started_at >= ?")
-        params.append(sel.since)
-    if sel.until is not None:
-        where.append("started_at <= ?")
-        params.append(sel.until)
-    for k, v in sel.tags.items():
-        where.append("json_extract(tags, ?) = ?")
-        params += [f'$."{k}"', v]
-    if sel.run_ids:
-        where.append(f"run_id IN ({','.join('?' * len(sel.run_ids))})")
-        params += list(sel.run_ids)
-    ids = [r[0] for r in conn.execute(
-        f"SELECT run_id FROM runs WHERE {' AND '.join(where)} ORDER BY started_at, run_id", params)]
+    ids = replays.recorded_run_ids(conn, since=sel.since, until=sel.until, tags=sel.tags, run_ids=sel.run_ids)
     if sel.sample is not None and sel.sample < len(ids):
         keep = set(random.Random(sel.seed).sample(ids, sel.sample))
         ids = [i for i in ids if i in keep]
@@ -115,14 +98,12 @@ def select_runs(conn: apsw.Connection, sel: Selection) -> list[str]:
 
 
 def load_run(conn: apsw.Connection, run_id: str) -> OriginalRun | None:
-    row = conn.execute("SELECT run_id, tags, status, started_at, last_at, ended_at, outcome FROM runs WHERE run_id = ?",
-                       (run_id,)).fetchone()
+    row = replays.recorded_run(conn, run_id)
     if row is None:
         return None
     run = OriginalRun(row[0], _dec.decode(row[1]) if row[1] else {}, row[2], row[3], row[4], row[5],
                       _outcome(row[6]))
-    for r in conn.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE run_id = ? ORDER BY started_at, call_id",
-                          (run_id,)):
+    for r in replays.recorded_calls(conn, run_id):
         oc = OriginalCall(*r[:15], bool(r[15]), _bytes(r[16]), _bytes(r[17]))
         if oc.endpoint == "responses":
             chat = chat_body_for_call(conn, oc.call_id)

@@ -19,7 +19,7 @@ from ..config.loader import ConfigSet
 from ..errors import BadRequest
 from ..pricing import NANOS_PER_USD, nanos_to_usd
 from ..storage import Writer, connect, migrate
-from . import store
+from ..storage import replays as store
 from .diff import RunFigures, candidate_latency, compare
 from .engine import Replayer, RunReplay, run_all
 from .evaluators import Verdict, make_evaluator

@@ -26,10 +26,27 @@ MAX_LIMIT = 10_000
 
 @dataclass
 class RunFilter:
+    """The one runs filter: `runs` and the management API build it from flags, the TUI's `/` from
+    its query text (`from_query`)."""
+
     since: float | None = None            # unix time: runs started at or after it
     tags: dict[str, str] = field(default_factory=dict)
     status: str | None = None
     include_replays: bool = False
+    words: tuple[str, ...] = ()           # each a substring of id, agent, status, tags or flags
+
+    @classmethod
+    def from_query(cls, query: str) -> RunFilter:
+        """The TUI's filter text: every word must match, `k=v` a tag exactly, anything else a substring
+        of id, agent, status, tags and flags (tui/runfilter.py `matches`: the same rule on loaded rows)."""
+        tags, words = {}, []
+        for word in query.split():
+            k, eq, v = word.partition("=")
+            if eq:
+                tags[k] = v
+            else:
+                words.append(word.lower())
+        return cls(tags=tags, include_replays=True, words=tuple(words))
 
     def where(self, idle_timeout_s: float, now: float | None = None) -> tuple[str, list]:
         """SQL conditions on `runs` and their parameters."""
@@ -47,6 +64,10 @@ class RunFilter:
             else:
                 conds.append("json_extract(tags, ?) = ?")
                 params += [json_path(k), v]
+        for word in self.words:
+            conds.append("(lower(run_id || ' ' || coalesce(agent, '') || ' ' || status || ' ' || tags || ' ' || "
+                         "anomalies) LIKE ?)")
+            params.append(f"%{word}%")
         if self.status is not None:
             # a run idle past runs.idle_timeout_s reads as completed even before the
             # lifecycle job marks it (Reader.run_summary does the same)

@@ -254,3 +254,10 @@ def _highlight(text: str, terms: list[str], width: int = 160) -> str:
         bare = w.strip(".,;:!?\"'()").lower()
         words.append(f"{HIGHLIGHT[0]}{w}{HIGHLIGHT[1]}" if bare and any(bare.startswith(t[:5]) for t in terms) else w)
     return ("…" if start else "") + " ".join(words) + ("…" if start + width < len(text) else "")
+
+
+def unembedded(conn: apsw.Connection) -> int:
+    """Calls indexed for full-text search but not embedded yet."""
+    row = conn.execute("SELECT count(*) FROM calls_fts WHERE rowid > coalesce("
+                       "(SELECT value FROM search_state WHERE key = 'embedded_upto'), 0)").fetchone()
+    return row[0]

@@ -28,8 +28,8 @@ from ..pricing import format_usd, nanos_to_usd  # format_usd: for widgets/format
 from ..storage.breakdown import RunBreakdown, run_breakdown  # noqa: F401  (RunBreakdown: for the screens)
 from ..storage.db import connect, open_db
 from ..storage.history import DEFAULT_MIN_HISTORY, AgentHistory, agent_history, expected, over_usual, run_agents
-from ..storage.queries import NOT_INTERNAL, Reader, untagged_calls
-from .runfilter import filter_sql
+from ..storage import runs as run_rows, serving as serving_db, spend
+from ..storage.queries import Reader, untagged_calls
 
 _dec = msgspec.json.Decoder()
 NOTHING_TO_ROLL_BACK = "nothing to roll back: no promotion in the audit trail"
@@ -175,7 +175,7 @@ class DataSource:
                 return None
             try:
                 c = connect(self.db_path, readonly=True)
-                c.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+                run_rows.ready(c)
             except Exception:  # not migrated yet (the server is starting): try again next refresh
                 return None
             self._local.conn = c
@@ -268,9 +268,7 @@ class DataSource:
         conn = self._conn()
         if conn is None:
             return []
-        rows = conn.execute("SELECT name, version, source, first_seen FROM config_versions "
-                            "ORDER BY first_seen DESC, name LIMIT ?", (limit,)).fetchall()
-        return [{"name": n, "version": v, "source": s, "first_seen": t} for n, v, s, t in rows]
+        return serving_db.config_versions(conn, limit)
 
     def promotions(self, limit: int = 20) -> list[dict]:
         """The promotion / rollback audit (the replay room's config_audit table), newest first."""
@@ -278,14 +276,13 @@ class DataSource:
         if conn is None:
             return []
         try:
-            rows = conn.execute("SELECT at, action, name, from_number, to_number, replay_id, reason, who "
-                                "FROM config_audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            rows = serving_db.audit_trail(conn, limit)
         except Exception:  # a database from before the replay room's migration
             return []
-        return [{"at": datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S"), "action": action,
-                 "config": f"@{name}", "version": f"{a or '-'} → {b or '-'}", "replay": replay_id or "",
-                 "reason": reason or "", "who": who}
-                for at, action, name, a, b, replay_id, reason, who in rows]
+        return [{"at": datetime.fromtimestamp(r["at"]).strftime("%Y-%m-%d %H:%M:%S"), "action": r["action"],
+                 "config": f"@{r['name']}", "version": f"{r['from_number'] or '-'} → {r['to_number'] or '-'}",
+                 "replay": r["replay_id"] or "", "reason": r["reason"] or "", "who": r["who"]}
+                for r in rows]
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -293,27 +290,16 @@ class DataSource:
         """Changes whenever another connection (the server's writer) commits: lets a screen skip a
         refresh when nothing was written."""
         conn = self._conn()
-        return conn.execute("PRAGMA data_version").fetchone()[0] if conn is not None else None
+        return run_rows.data_version(conn) if conn is not None else None
 
     def runs(self, limit: int = RUNS_LIMIT, query: str = "") -> list[RunRow]:
         """The `limit` most recently started runs plus every run still active, replays left out;
-        with a filter `query`, also the `limit` newest runs of the whole database that match it.
-
-        The first two halves walk an index (runs_started; runs_status_last), so this stays ~1 ms
-        on a database of 50,000 runs; a filter costs one scan of the runs table while it is on."""
+        with a filter `query`, also the `limit` newest runs of the whole database that match it."""
         conn = self._conn()
         if conn is None:
             return []
         now, idle = self.clock(), self.idle_timeout_s()
-        where, args = filter_sql(query)
-        matching = (f"OR run_id IN (SELECT run_id FROM runs WHERE {where} ORDER BY started_at DESC LIMIT ?) "
-                    if where else "")
-        rows = conn.execute(
-            "SELECT run_id, agent, tags, status, started_at, last_at, ended_at, calls, errors, retries, "
-            "input_tokens + output_tokens, cost_nusd, unpriced_calls, anomalies, abort_reason FROM runs "
-            "WHERE replay_id IS NULL AND (run_id IN (SELECT run_id FROM runs ORDER BY started_at DESC LIMIT ?) "
-            "OR run_id IN (SELECT run_id FROM runs WHERE status = 'running' AND last_at >= ?) " + matching + ") "
-            "ORDER BY started_at DESC", (limit, now - idle, *args, *([limit] if where else []))).fetchall()
+        rows = run_rows.live_table(conn, limit, now - idle, query)
         agents = self._run_agents(conn, [r[0] for r in rows])
         usual = self._usual(conn, agents, [(r[0], r[11], r[7]) for r in rows])
         out = []
@@ -379,17 +365,13 @@ class DataSource:
             return Pulse(0.0, 0, [0.0] * SPARK_MINUTES, 0, self.storage_problem())
         now = self.clock()
         today = self._spend_today(conn, now)
-        per_min = conn.execute("SELECT count(*) FROM calls WHERE started_at >= ? AND started_at <= ? "
-                               f"AND replay_id IS NULL AND {NOT_INTERNAL}", (now - 60, now)).fetchone()[0]
+        per_min = spend.calls_between(conn, now - 60, now)
         start = now - SPARK_MINUTES * 60
         buckets = [0.0] * SPARK_MINUTES
-        for minute, nanos in conn.execute(
-                "SELECT CAST((started_at - ?) / 60 AS INTEGER) AS m, sum(cost_nusd) FROM calls "
-                "WHERE started_at >= ? AND started_at <= ? AND replay_id IS NULL GROUP BY m", (start, start, now)):
+        for minute, nanos in spend.cost_by_minute(conn, start, now):
             if 0 <= minute < SPARK_MINUTES and nanos:
                 buckets[minute] = nanos_to_usd(nanos)
-        running = conn.execute("SELECT count(*) FROM runs WHERE status = 'running' AND last_at >= ? "
-                               "AND replay_id IS NULL", (now - self.idle_timeout_s(),)).fetchone()[0]
+        running = run_rows.running_count(conn, now - self.idle_timeout_s())
         exporter = getattr(self.runtime, "otlp_exporter", None)
         return Pulse(nanos_to_usd(today) or 0.0, per_min, buckets, running, self.storage_problem(), untagged_calls(conn),
                      exporter.header_note() if exporter is not None else None)
@@ -400,14 +382,10 @@ class DataSource:
         midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
         state = getattr(self._local, "spend", None)
         if state is None or state[0] != midnight:
-            top = conn.execute("SELECT coalesce(max(rowid), 0) FROM calls").fetchone()[0]
-            total = conn.execute("SELECT coalesce(sum(cost_nusd), 0) FROM calls WHERE started_at >= ? AND rowid <= ? "
-                                 "AND replay_id IS NULL", (midnight, top)).fetchone()[0]
+            top, total = spend.spend_since(conn, midnight)
         else:
             _, top, total = state
-            new_top, more = conn.execute(
-                "SELECT coalesce(max(rowid), ?), coalesce(sum(CASE WHEN started_at >= ? AND replay_id IS NULL "
-                "THEN cost_nusd END), 0) FROM calls WHERE rowid > ?", (top, midnight, top)).fetchone()
+            new_top, more = spend.spend_after(conn, midnight, top)
             top, total = new_top, total + more
         self._local.spend = (midnight, top, total)
         return total
@@ -422,7 +400,7 @@ class DataSource:
             run["expected"] = expected(h, round((run["cost_usd"] or 0) * 1e9), run["calls"], self.min_history())
         if run is not None and run["status"] == "completed":
             # Reader decides "idle, so completed" with the wall clock; the TUI's clock may be frozen
-            raw = r.conn().execute("SELECT status, last_at FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            raw = run_rows.status_and_last(r.conn(), run_id)
             if raw and raw[0] == "running" and self.clock() - raw[1] <= self.idle_timeout_s():
                 run["status"], run["ended_at"] = "running", None
         if run is not None:
@@ -464,14 +442,14 @@ class DataSource:
                                     on_progress=lambda p: progress(p.runs_done, p.runs_total)))
 
     def replay_runs(self, replay_id: str) -> list[dict]:
-        from ..replay import store
+        from ..storage import replays as store
 
         conn = self._conn()
         return store.replay_runs(conn, replay_id) if conn else []
 
     def replay_step_pairs(self, replay_id: str, run_id: str) -> list[tuple[dict, dict | None]]:
         """(original call, its replayed call or None) for each call of the run, in order; each with `cost_usd`."""
-        from ..replay import store
+        from ..storage import replays as store
 
         def priced(call: dict | None) -> dict | None:
             return None if call is None else {**call, "cost_usd": nanos_to_usd(call.get("cost_nusd"))}
@@ -511,7 +489,7 @@ class DataSource:
         if conn is None:
             return "no database yet"
         if candidate is None:
-            last = conn.execute("SELECT name, from_number, to_number FROM config_audit ORDER BY id DESC LIMIT 1").fetchone()
+            last = serving_db.last_change(conn)
             if last is None:
                 return NOTHING_TO_ROLL_BACK
             info = promotion.version_info(conn, last[1]) or {}
@@ -531,11 +509,10 @@ class DataSource:
         if conn is None:
             return None
         try:
-            row = conn.execute("SELECT v.number, v.content_version, v.source FROM serving s JOIN serving_versions v "
-                               "ON v.number = s.number WHERE s.name = ?", (name,)).fetchone()
+            row = serving_db.pinned(conn, name)
         except Exception:  # a database from before the replay room's migration
             return None
-        return f"promoted version {row[0]} ({row[1]}, {row[2]})" if row else None
+        return f"promoted version {row[0]} ({row[2]}, {row[3]})" if row else None
 
     def _require_configs(self) -> ConfigSet:
         cs = self.config_set()

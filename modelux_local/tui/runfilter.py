@@ -1,4 +1,5 @@
-"""The runs filter (`/`): one rule, applied on screen to loaded rows and in SQL to the database.
+"""The runs filter (`/`): one rule, applied on screen to loaded rows here and in SQL to the database
+by storage/analytics_queries.py `RunFilter.from_query` (the filter of `runs` too).
 
 Every word must match: `k=v` a tag exactly, anything else a substring of id, agent, status,
 tags and flags.
@@ -22,17 +23,3 @@ def matches(run: RunRow, query: str) -> bool:
         elif word.lower() not in hay:
             return False
     return True
-
-def filter_sql(query: str) -> tuple[str, list]:
-    """The same rule as `matches`, as a WHERE clause over the runs table and its arguments."""
-    clauses, args = [], []
-    for word in query.split():
-        if "=" in word:
-            k, _, v = word.partition("=")
-            clauses.append("json_extract(tags, ?) = ?")
-            args += ['$."' + k.replace('"', '') + '"', v]
-        else:
-            clauses.append("(lower(run_id || ' ' || coalesce(agent, '') || ' ' || status || ' ' || tags || ' ' || "
-                           "anomalies) LIKE ?)")
-            args.append(f"%{word.lower()}%")
-    return " AND ".join(clauses), args

@@ -1,4 +1,5 @@
-"""Replay rows: written through the storage Writer (in order with the replayed calls), read directly."""
+"""Replay rows (replays, replay_runs, replayed calls): written through the Writer (in order with the
+replayed calls), read directly. replay/ decides what to replay; the SQL is here."""
 from __future__ import annotations
 
 import os
@@ -134,3 +135,59 @@ def step_pairs(conn: apsw.Connection, replay_id: str, run_id: str) -> list[tuple
         f"SELECT {cols}, original_call_id FROM calls WHERE replay_id = ? AND original_call_id IN "
         f"(SELECT call_id FROM calls WHERE run_id = ?)", (replay_id, run_id))}
     return [(o, replayed.get(o["call_id"])) for o in originals]
+
+
+# -- what a replay reads of the recorded runs ---------------------------------------------------
+
+RECORDED_CALL_COLUMNS = ("call_id, endpoint, started_at, alias, config, provider, model, status, input_tokens, "
+                         "output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_nusd, latency_ms, "
+                         "stream, request, response")
+
+
+def recorded_run_ids(conn: apsw.Connection, *, since: float | None = None, until: float | None = None,
+                     tags: dict[str, str] | None = None, run_ids: tuple[str, ...] = ()) -> list[str]:
+    """Ids of recorded (never replayed) runs matching every given criterion, oldest first."""
+    where, params = ["replay_id IS NULL"], []
+    if since is not None:
+        where.append("started_at >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("started_at <= ?")
+        params.append(until)
+    for k, v in (tags or {}).items():
+        where.append("json_extract(tags, ?) = ?")
+        params += [f'$."{k}"', v]
+    if run_ids:
+        where.append(f"run_id IN ({','.join('?' * len(run_ids))})")
+        params += list(run_ids)
+    return [r[0] for r in conn.execute(
+        f"SELECT run_id FROM runs WHERE {' AND '.join(where)} ORDER BY started_at, run_id", params)]
+
+
+def recorded_run(conn: apsw.Connection, run_id: str) -> tuple | None:
+    """(run_id, tags, status, started_at, last_at, ended_at, outcome) of a run, or None."""
+    return conn.execute("SELECT run_id, tags, status, started_at, last_at, ended_at, outcome FROM runs "
+                        "WHERE run_id = ?", (run_id,)).fetchone()
+
+
+def recorded_calls(conn: apsw.Connection, run_id: str) -> list[tuple]:
+    """RECORDED_CALL_COLUMNS of the run's calls in order, request and response bodies as stored."""
+    return conn.execute(f"SELECT {RECORDED_CALL_COLUMNS} FROM calls WHERE run_id = ? ORDER BY started_at, call_id",
+                        (run_id,)).fetchall()
+
+
+# -- the embedding evaluator's cache of the original answers' vectors ---------------------------
+
+def answer_vector(conn: apsw.Connection, call_id: str, model: str) -> bytes | None:
+    row = conn.execute("SELECT vec FROM answer_embeddings WHERE call_id = ? AND model = ?", (call_id, model)).fetchone()
+    return bytes(row[0]) if row is not None else None
+
+
+def save_answer_vector(conn: apsw.Connection, call_id: str, model: str, blob: bytes) -> None:
+    conn.execute("INSERT OR REPLACE INTO answer_embeddings (call_id, model, vec) VALUES (?, ?, ?)",
+                 (call_id, model, blob))
+
+
+def cosine_distance(conn: apsw.Connection, a: bytes, b: bytes) -> float:
+    """sqlite-vec's distance of two float32 vectors; raises when the extension is not loaded."""
+    return float(conn.execute("SELECT vec_distance_cosine(?, ?)", (a, b)).fetchone()[0])

@@ -1,11 +1,11 @@
-"""Reading calls (with their run's tags) in time order, in pages, for the exporters."""
+"""Reading calls (with their run's tags) in time order, in pages, for the exporters (export/)."""
 from __future__ import annotations
 
 from typing import Iterator
 
 import apsw
 
-from ..storage.queries import STEP_COLUMNS, _json_or_text, step_from_row
+from .queries import STEP_COLUMNS, _json_or_text, step_from_row
 
 PAGE = 1000
 

@@ -1,0 +1,1 @@
+"""Config files: the TOML schema, loading and validation of server and routing configs."""
