@@ -14,6 +14,7 @@ from .providers import Provider, build_provider
 from .routing import Router
 from .settings import Paths
 from .storage import Reader, Writer
+from .storage.retention import retention_loop
 
 log = logging.getLogger("modelux")
 
@@ -65,6 +66,7 @@ class Runtime:
         # and cleanups here before start(); tasks are cancelled on stop, before the writer drains.
         self.background: list[Callable[[], Awaitable[None]]] = []
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        self.background.append(lambda: retention_loop(self.writer, lambda: self.configs.server.storage.keep_days))
 
     def _build(self, cs: ConfigSet, old: dict[str, Provider]) -> Snapshot:
         providers: dict[str, Provider] = {}

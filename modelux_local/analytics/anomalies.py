@@ -25,6 +25,7 @@ import msgspec
 
 from ..core.records import CallRecord
 from ..core.stats import percentile
+from ..storage.bodies import decode_body
 from .budgets import Pending
 from .events import emit, mark_aborted
 
@@ -157,7 +158,7 @@ class AnomalyWatcher:
                 continue
             tries = msgspec.json.decode(attempts) if attempts else []
             if provider is not None and tries and endpoint != "embeddings":
-                fp = fingerprint(request)
+                fp = fingerprint(decode_body(conn, request))
                 if fp is not None:
                     counts[fp] = counts.get(fp, 0) + 1
             t = started

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 import tomllib
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import msgspec
 from ..config.loader import ConfigSet, content_version, parse_routing_text
 from ..config.schema import PromotionSection
 from ..errors import BadRequest, ConfigError, ModeluxError, NotFound
+from ..storage.db import immediate as _immediate  # a server may write the same file meanwhile
 from . import store
 
 _enc = msgspec.json.Encoder().encode
@@ -44,19 +44,6 @@ class Serving:
     content: str
     content_version: str
     source: str
-
-
-@contextmanager
-def _immediate(conn: apsw.Connection):
-    """A write transaction that takes the lock up front: a server writing the same file cannot
-    slip a commit between our read of the serving state and our write of the new one."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def current_serving(conn: apsw.Connection, cs: ConfigSet, name: str) -> Serving:

@@ -8,6 +8,8 @@ from typing import Any
 import apsw
 import msgspec
 
+from ..storage.bodies import decode_body
+
 _dec = msgspec.json.Decoder()
 
 
@@ -120,7 +122,8 @@ def load_run(conn: apsw.Connection, run_id: str) -> OriginalRun | None:
                       _outcome(row[6]))
     for r in conn.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE run_id = ? ORDER BY started_at, call_id",
                           (run_id,)):
-        run.calls.append(OriginalCall(*r[:15], bool(r[15]), _bytes(r[16]), _bytes(r[17])))
+        run.calls.append(OriginalCall(*r[:15], bool(r[15]), _bytes(decode_body(conn, r[16])),
+                                      _bytes(decode_body(conn, r[17]))))
     return run
 
 

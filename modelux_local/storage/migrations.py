@@ -1,7 +1,7 @@
 """Numbered schema migrations. Append only: never edit one that has shipped.
 
 Each room keeps its tables in its own schema_*.py list; numbers are unique across them
-(1 core, 2 search, 3 events/budgets, 4 replay) and applied in order.
+(1 core, 2 search, 3 events/budgets, 4 replay, 30+ stored bodies) and applied in order.
 """
 
 CORE: list[tuple[int, str]] = [
@@ -41,9 +41,10 @@ CREATE INDEX calls_started ON calls(started_at);
 
 
 def _all() -> list[tuple[int, str]]:
-    from . import schema_events, schema_replay, schema_search
+    from . import schema_bodies, schema_events, schema_replay, schema_search
 
-    out = sorted(CORE + schema_search.MIGRATIONS + schema_events.MIGRATIONS + schema_replay.MIGRATIONS)
+    out = sorted(CORE + schema_search.MIGRATIONS + schema_events.MIGRATIONS + schema_replay.MIGRATIONS
+                 + schema_bodies.MIGRATIONS)
     numbers = [n for n, _ in out]
     assert len(numbers) == len(set(numbers)), f"duplicate migration numbers: {numbers}"
     return out

@@ -1,6 +1,7 @@
 """Turning CallRecords into rows: pricing, stream assembly, and the per-run rollup."""
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import apsw
@@ -8,6 +9,7 @@ import msgspec
 
 from ..core.records import CallRecord
 from ..core.usage import usage_from_openai, usage_of_body
+from .bodies import BodyEncoder
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
@@ -92,14 +94,28 @@ _RUN_UPSERT = """INSERT INTO runs (run_id, tags, agent, started_at, last_at, cal
   ended_at = CASE WHEN runs.status = 'completed' THEN NULL ELSE runs.ended_at END"""
 
 
+_encoders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def encoder_for(conn: apsw.Connection) -> BodyEncoder:
+    """The body encoder of a writing connection (it caches which messages that database holds)."""
+    enc = _encoders.get(conn)
+    if enc is None:
+        enc = _encoders[conn] = BodyEncoder(conn)
+    return enc
+
+
 def write_calls(conn: apsw.Connection, recs: list[CallRecord]) -> None:
     rows, runs = [], []
+    enc = encoder_for(conn)
+    enc.fresh = {}
     for r in recs:
         if r.plan is not None:
             r.decision = {**r.plan.trace(), **r.decision}
             r.plan = None
         body, usage = _finish(r)
-        r.usage = usage  # later hooks (rollups, log lines) see what the writer derived
+        r.usage = usage  # later hooks (rollups, log lines, the search index) see what the writer derived
+        r.response = body
         cost = None
         if usage is not None and r.provider and r.model and r.price_book is not None:
             rates = r.price_book.rates(r.provider, r.model)
@@ -119,7 +135,7 @@ def write_calls(conn: apsw.Connection, recs: list[CallRecord]) -> None:
             u and u.input_tokens, u and u.output_tokens, u and u.cached_tokens, u and u.cache_write_tokens,
             u and u.reasoning_tokens, cost, int(cost is not None), r.latency_ms, r.ttft_ms, int(r.stream), retries,
             _enc.encode(r.tags).decode(), _enc.encode(r.attempts).decode(), _enc.encode(r.decision).decode(), r.error,
-            r.request, body, r.replay_id, r.original_call_id,
+            enc.request(r.request, r.run_id, r.started_at, r.call_id), enc.response(body), r.replay_id, r.original_call_id,
         ))
         if r.run_id:
             ended = r.started_at + (r.latency_ms or 0) / 1000
