@@ -50,8 +50,10 @@ def run(url: str, lua: Path, concurrency: int, seconds: float, timeout_s: float 
     r = json.loads(line)
     errors = r["non2xx"] + r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"]
     ok = r["requests"] - r["non2xx"]
+    answered = ok and r["requests"] > r["err_read"] + r["err_timeout"]  # no latency figure from nothing answered
     out = {"n": r["requests"], "concurrency": concurrency, "errors": errors,
-           "p50_ms": round(r["p50_us"] / 1000, 3), "p99_ms": round(r["p99_us"] / 1000, 3),
+           "p50_ms": round(r["p50_us"] / 1000, 3) if answered else None,
+           "p99_ms": round(r["p99_us"] / 1000, 3) if answered else None,
            "rps": round(ok / (r["duration_us"] / 1e6), 1)}
     if errors:
         out["first_error"] = (f"wrk: {r['non2xx']} non-2xx, connect {r['err_connect']}, read {r['err_read']}, "

@@ -24,7 +24,7 @@ def start_floor(ctx: Context, upstream_base_url: str, prefix: list[str]) -> tupl
     origin = f"http://127.0.0.1:{port}"
     # the floor has no health route: a GET on its POST route answers 405 once it listens
     took = _wait_listening(proc, port, 30)
-    return proc, origin, took
+    return proc, origin, round(took, 2)
 
 
 def _wait_listening(proc: Proc, port: int, timeout_s: float) -> float:
@@ -74,8 +74,11 @@ litellm_settings:
   telemetry: false
   drop_params: true
 """)
+    # no DATABASE_URL at all: an empty one is refused as an unsupported scheme
     env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR",
-           "DISABLE_ADMIN_UI": "True", "DATABASE_URL": "", "NO_DOCS": "True", "LITELLM_MODE": "PRODUCTION"}
+           "DISABLE_ADMIN_UI": "True", "NO_DOCS": "True",
+           # the key the load generator sends; weak on purpose (a local bench), so permitted explicitly
+           "LITELLM_MASTER_KEY": "sk-bench", "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true", "LITELLM_MODE": "PRODUCTION"}
     proc = Proc("litellm", [*prefix, str(venv / "bin" / "litellm"), "--config", str(cfg), "--host", "127.0.0.1",
                             "--port", str(port), "--num_workers", "1"], ctx.workdir, env=env)
     origin = f"http://127.0.0.1:{port}"
