@@ -298,8 +298,41 @@ def render(f: dict) -> str:
     if rec := f.get("recorded"):
         lines.append(f"store: {rec['recorded_calls']} of {rec['sent_ok']} calls through ours recorded under run "
                      f"{rec['run_id']} (waited {rec['drain_s']}s)" + (f"; {rec['error']}" if "error" in rec else ""))
+    lines += ["", "as a README table:", "", markdown(f)]
     return "\n".join(lines)
 
 
 def _fmt(v, fmt):
     return fmt.format(v) if isinstance(v, (int, float)) else "-"
+
+
+def markdown(f: dict) -> str:
+    """The README's table: the issue's figures per gateway, ours/floor and ours/peer."""
+    cell = {(e["mode"], e["concurrency"]): e["paths"] for e in f["summary"]}
+    gateways = [p for p in ("ours", "floor", "litellm") if any(p in e for e in cell.values())]
+
+    def get(mode, c, path, key):
+        return cell.get((mode, c), {}).get(path, {}).get(key)
+
+    def pair(a, b, fmt="{:+.2f}"):
+        return f"{_fmt(a, fmt)} / {_fmt(b, fmt)}"
+
+    def rps(mode, path):
+        return f"{_fmt(get(mode, 32, path, 'rps'), '{:,.0f}')} (x{_fmt(get(mode, 32, path, 'rps_x_direct'), '{:.3f}')})"
+
+    rows = [
+        ("chat c=1: added p50 / p99, ms", lambda p: pair(get("chat", 1, p, "added_p50_ms"), get("chat", 1, p, "added_p99_ms"))),
+        ("stream c=1: added p50 / first byte, ms", lambda p: pair(get("stream", 1, p, "added_p50_ms"),
+                                                                   get("ttfb", 1, p, "added_ttft_p50_ms"))),
+        ("chat c=32: req/s (x direct)", lambda p: rps("chat", p)),
+        ("stream c=32: req/s (x direct)", lambda p: rps("stream", p)),
+        ("CPU per request at c=32, chat / stream, ms", lambda p: pair(get("chat", 32, p, "cpu_ms_per_req"),
+                                                                       get("stream", 32, p, "cpu_ms_per_req"), "{:.2f}")),
+        ("idle RSS MB, start-up s", lambda p: f"{f.get('idle_rss_mb', {}).get(p, '-')}, {f.get('startup_s', {}).get(p, '-')}"),
+    ]
+    names = {"ours": "modelux-local", "floor": "floor", "litellm": f"LiteLLM {f.get('litellm_version', '')}".strip()}
+    lines = ["| | " + " | ".join(names[g] for g in gateways) + " |", "|---" * (len(gateways) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(fn(g) for g in gateways) + " |" for label, fn in rows]
+    ratios = [f"{e['mode']} c={e['concurrency']}: " + ", ".join(f"{k} {v:.2f}" for k, v in e["ratios"].items())
+              for e in f["summary"] if e["mode"] != "ttfb" and e["ratios"]]
+    return "\n".join(lines) + "\n\nreq/s ratios: " + "; ".join(ratios)

@@ -29,7 +29,7 @@ WORDS = ("the of and to in is for on that with as by this are from be at an it o
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("storage")
-    g.add_argument("--storage-runs", type=int, help="runs to write (default 300; --quick: 40)")
+    g.add_argument("--storage-runs", type=int, help="runs to write (default 100, ~1 GB raw held in memory; --quick: 40)")
 
 
 def _text(rng: random.Random, size: int) -> str:
@@ -153,7 +153,7 @@ async def run(ctx: Context) -> dict:
     from modelux_local.storage.db import open_db
     from modelux_local.storage.retention import prune
 
-    n_runs = ctx.args.storage_runs or (40 if ctx.quick else 300)
+    n_runs = ctx.args.storage_runs or (40 if ctx.quick else 100)
     ctx.log(f"storage: generating {n_runs} runs ...")
     runs = make_runs(n_runs)
     calls = sum(len(s) for s in runs)

@@ -48,7 +48,8 @@ ELSEWHERE = {
     "webhooks-toml": "test_budgets.py::test_the_readme_examples_of_this_section_are_valid_config",
     "tui-commands": "test_tui_serve.py::test_tui_command_opens_on_a_stopped_servers_database",
     "tui-screen": "test_tui_snapshots.py",
-    "export-cli": "test_export.py::test_readme_export_example_runs",  # a picture of the runs screen; the snapshots check the real one
+    "export-cli": "test_export.py::test_readme_export_example_runs",
+    "storage-toml": "test_storage_bodies.py::test_the_readme_storage_example_is_valid_config",  # a picture of the runs screen; the snapshots check the real one
 }
 
 

@@ -195,3 +195,14 @@ def test_keep_days_must_be_a_non_negative_number(tmp_path):
     r = ServerProcess(tmp_path / "data", cfg).cli("config", "check", str(cfg), check=False)
     assert r.returncode != 0
     assert "storage.keep_days" in (r.stderr + r.stdout) and ">= 0" in (r.stderr + r.stdout)
+
+
+def test_the_readme_storage_example_is_valid_config(tmp_path):
+    from modelux_local.config.loader import load_dir
+
+    from .test_readme_examples import example
+
+    block = example("storage-toml").text
+    cfg = write_config(tmp_path / "c", {"modelux.toml": CONFIG["modelux.toml"].split("[storage]")[0] + block,
+                                        "t.toml": CONFIG["t.toml"]})
+    assert load_dir(cfg).server.storage.keep_days == 30
