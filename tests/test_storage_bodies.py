@@ -206,3 +206,33 @@ def test_the_readme_storage_example_is_valid_config(tmp_path):
     cfg = write_config(tmp_path / "c", {"modelux.toml": CONFIG["modelux.toml"].split("[storage]")[0] + block,
                                         "t.toml": CONFIG["t.toml"]})
     assert load_dir(cfg).server.storage.keep_days == 30
+
+
+def test_a_batch_gives_the_same_run_rollups_as_one_call_at_a_time(tmp_path):
+    """write_calls folds a batch's calls into one upsert per run: the rows must be what per-call upserts give."""
+    from modelux_local.core.records import CallRecord
+    from modelux_local.core.usage import Usage
+    from modelux_local.storage.record_rows import write_calls
+
+    def recs():
+        out = []
+        for i in range(12):
+            run = f"fold-{i % 3}"
+            tags = {"run_id": run, **({"agent": f"a{i}"} if i > 3 else {}), "step": str(i)}
+            out.append(CallRecord(
+                call_id=f"f-{i}", run_id=run, tags=tags, endpoint="chat", started_at=1_800_000_000.0 + (7 * i) % 11,
+                alias="@executor", config="t", config_version="v1", provider="mock", model="mock-small",
+                status="error" if i % 5 == 0 else "ok", http_status=200, latency_ms=10.0 + i, ttft_ms=None,
+                usage=Usage(input_tokens=i, output_tokens=2 * i), stream=False, attempts=[{}] * (1 + i % 2),
+                decision={}, error=None, request=b"{}", response=None))
+        return out
+
+    batch, single = open_db(tmp_path / "batch.db"), open_db(tmp_path / "single.db")
+    with batch:
+        write_calls(batch, recs())
+    for r in recs():
+        with single:
+            write_calls(single, [r])
+    q = "SELECT * FROM runs ORDER BY run_id"
+    assert batch.execute(q).fetchall() == single.execute(q).fetchall()
+    assert batch.execute("SELECT count(*), sum(calls) FROM runs").fetchone() == (3, 12)
