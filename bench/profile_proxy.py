@@ -3,7 +3,9 @@ proxy while wrk (core 1) drives it; prints where the time goes per thread and th
 
     .venv/bin/python -m bench.profile_proxy --mode chat --concurrency 1 --seconds 20 [--out DIR]
 
-py-spy is not a dependency: `pip install py-spy` into the venv first. The raw collapsed stacks
+py-spy is not a dependency: `pip install py-spy` into the venv first. With --native (the default)
+py-spy pauses the proxy at each sample, so the load figures printed are lower than unprofiled;
+--nonblocking samples Python frames only, without pausing. The raw collapsed stacks
 stay in --out (flamegraph.pl or speedscope read them).
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--nonblocking", action="store_true", help="py-spy without --native: does not pause the proxy")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="modelux-profile-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -48,12 +51,16 @@ def main() -> None:
         lua = _wrk.script(out / "load.lua", head, tail)
         _wrk.run(origin + "/v1/chat/completions", lua, 8, 3)  # warm-up
         raw = out / "stacks.txt"
-        spy = subprocess.Popen([pyspy, "record", "--native", "--idle", "--threads", "--rate", str(args.rate),
+        # --native needs py-spy to pause the process per sample (which slows it); --nonblocking cannot show native frames
+        mode = ["--nonblocking"] if args.nonblocking else ["--native"]
+        spy = subprocess.Popen([pyspy, "record", *mode, "--idle", "--threads", "--rate", str(args.rate),
                                 "--format", "raw", "-o", str(raw), "-p", str(proxy.pid),
                                 "-d", str(args.seconds + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1)
         figures = _wrk.run(origin + "/v1/chat/completions", lua, args.concurrency, args.seconds)
-        spy.wait(args.seconds + 60)
+        _, err = spy.communicate(timeout=args.seconds + 60)
+        if not raw.exists():
+            raise RuntimeError(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}")
         print(f"load: {figures}")
         report(raw, args.top)
         print(f"collapsed stacks: {raw}")
