@@ -152,7 +152,6 @@ class BodyEncoder:
         self._touched: dict[int, float] = {}
         self._runs: OrderedDict[str, tuple[bytes, list[tuple[int, int, int]]]] = OrderedDict()
         self.max_ids, self.max_runs = max_ids, max_runs
-        self.new_messages = 0   # rows inserted (for the bench)
         # call_id -> spans of the messages its run's previous request did not have, for the search
         # index (storage/search.index_batch), which then indexes each message of a run once; reset per batch
         self.fresh: dict[str, list[tuple[int, int]]] = {}
@@ -228,7 +227,6 @@ class BodyEncoder:
         row = self.conn.execute("INSERT INTO messages (hash, last_at, body) VALUES (?, ?, ?) ON CONFLICT(hash) "
                                 "DO UPDATE SET last_at = max(last_at, excluded.last_at) RETURNING id",
                                 (h, now, compress(msg))).fetchone()
-        self.new_messages += 1
         mid = row[0]
         self._ids[h] = mid
         self._touched[mid] = max(now, self._touched.get(mid, now))
@@ -259,10 +257,6 @@ def _hash(msg: bytes) -> bytes:
 
 
 # -- the readers' side -------------------------------------------------------------------------
-
-def is_encoded(blob: Any) -> bool:
-    return blob is not None and bytes(blob[:2]) == MAGIC
-
 
 def decode_body(conn: apsw.Connection | None, blob: Any) -> bytes | None:
     """The exact bytes a call's request or response had, from what `calls` stores.
@@ -312,11 +306,3 @@ def _messages(conn: apsw.Connection, ids: set[int]) -> dict[int, bytes]:
         for mid, body in conn.execute(f"SELECT id, body FROM messages WHERE id IN ({','.join('?' * len(part))})", part):
             out[mid] = decompress(body)
     return out
-
-
-def stored_size(conn: apsw.Connection) -> dict[str, int]:
-    """Bytes the bodies take in the tables (payloads, not pages): for the bench and `/healthz`-style reports."""
-    calls = conn.execute("SELECT coalesce(sum(length(request)), 0) + coalesce(sum(length(response)), 0) FROM calls"
-                         ).fetchone()[0]
-    msgs = conn.execute("SELECT coalesce(sum(length(body)) + 32 * count(*), 0) FROM messages").fetchone()[0]
-    return {"call_bodies": calls, "messages": msgs}
