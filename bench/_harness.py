@@ -84,9 +84,10 @@ class Proc:
         self._log.close()
 
 
-def start_upstream(ctx: Context, latency_ms: float = 0, chunk_delay_ms: float = 0) -> tuple[Proc, str]:
-    """The fake OpenAI upstream, standalone; returns it and its base URL (…/v1)."""
-    proc = Proc("upstream", [sys.executable, "-m", "tests.fakes.openai_upstream", "--port", "0",
+def start_upstream(ctx: Context, latency_ms: float = 0, chunk_delay_ms: float = 0,
+                   prefix: list[str] | None = None) -> tuple[Proc, str]:
+    """The fake OpenAI upstream, standalone; returns it and its base URL (…/v1). `prefix`: e.g. taskset."""
+    proc = Proc("upstream", [*(prefix or []), sys.executable, "-m", "tests.fakes.openai_upstream", "--port", "0",
                              "--latency-ms", str(latency_ms), "--chunk-delay-ms", str(chunk_delay_ms)],
                 ctx.workdir, stdout_pipe=True)
     ready, _, _ = select.select([proc.popen.stdout], [], [], 20)
@@ -117,29 +118,35 @@ def modelux_cmd(ctx: Context) -> list[str]:
 
 
 def start_proxy(ctx: Context, config_dir: Path, data_dir: Path, port: int | None = None,
-                ready_timeout_s: float = 60) -> tuple[Proc, str]:
+                ready_timeout_s: float = 60, prefix: list[str] | None = None) -> tuple[Proc, str]:
     """`modelux-local serve --headless`, waited on until /healthz answers 200; returns it and its origin."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc = Proc("proxy", [*modelux_cmd(ctx), "serve", "--headless", "--port", str(port),
+    proc = Proc("proxy", [*(prefix or []), *modelux_cmd(ctx), "serve", "--headless", "--port", str(port),
                           "--config-dir", str(config_dir), "--data-dir", str(data_dir),
                           *shlex.split(getattr(ctx.args, "proxy_args", "") or "")],
                 ctx.workdir, env={"BENCH_UPSTREAM_KEY": "sk-bench"})
     origin = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + ready_timeout_s
-    while time.monotonic() < deadline:
+    wait_ready(proc, origin + "/healthz", ready_timeout_s)
+    return proc, origin
+
+
+def wait_ready(proc: Proc, url: str, timeout_s: float) -> float:
+    """Polls `url` until it answers 200; returns the seconds it took. Stops `proc` and raises otherwise."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
         if proc.popen.poll() is not None:
             proc.stop()
-            raise RuntimeError(f"proxy exited with {proc.popen.returncode} before /healthz:\n{proc.tail()}")
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode} before {url} answered:\n{proc.tail()}")
         try:
-            with urllib.request.urlopen(origin + "/healthz", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
-                    return proc, origin
+                    return time.monotonic() - started
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.1)
     proc.stop()
-    raise RuntimeError(f"proxy /healthz not 200 after {ready_timeout_s:.0f}s:\n{proc.tail()}")
+    raise RuntimeError(f"{proc.name}: {url} not 200 after {timeout_s:.0f}s:\n{proc.tail()}")
 
 
 def get_json(url: str, timeout: float = 10) -> object:

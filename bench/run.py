@@ -23,6 +23,7 @@ SECTIONS: dict[str, str] = {
     "replay": "bench.replay",
     "guards": "bench.guards",
     "providers": "bench.providers",
+    "storage": "bench.storage",
 }
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .calls.context import Snapshot
-from .calls.hooks import Hooks
+from .calls.hooks import Background, Hooks
 from .config.loader import ConfigSet, load_dir
 from .errors import ConfigError
 from .pricing import PriceBook
@@ -18,6 +18,7 @@ from .settings import Paths
 from .storage import Reader, Writer
 from .storage import serving as serving_db
 from .storage.redact import secrets_of
+from .storage.retention import retention_loop
 
 log = logging.getLogger("modelux")
 
@@ -58,6 +59,7 @@ class Runtime:
         # Other rooms register their addons here before start() (calls/hooks.py): hot-path guards,
         # writer hooks, background jobs (cancelled on stop, before the writer drains).
         self.hooks = Hooks()
+        self.hooks.add(Background(lambda: retention_loop(self.writer, lambda: self.configs.server.storage.keep_days)))
 
     def _build(self, cs: ConfigSet, old: dict[str, Provider]) -> Snapshot:
         providers: dict[str, Provider] = {}

@@ -77,6 +77,7 @@ ELSEWHERE = {
     "recipe-datasette": "test_recipes.py::test_datasette_browses_the_database",
     "install-tool": "test_build.py::test_readme_install_and_build_lines_are_real",
     "build": "test_build.py::test_readme_install_and_build_lines_are_real",
+    "storage-toml": "test_storage_bodies.py::test_the_readme_storage_example_is_valid_config",
 }
 
 

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from modelux_local.providers.mock import embed_text
+from modelux_local.storage.bodies import decode_body
 
 from .server import ServerProcess
 from .test_replay_support import db, make_config_dir, pct, record_history
@@ -31,7 +32,7 @@ def live(srv):
 def _content(body) -> str | None:
     if body is None:
         return None
-    d = json.loads(bytes(body))
+    d = json.loads(decode_body(None, body))  # responses are stored whole (compressed): no connection needed
     return ((d.get("choices") or [{}])[0].get("message") or {}).get("content")
 
 

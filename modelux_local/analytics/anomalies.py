@@ -27,6 +27,8 @@ from ..calls import Addon
 from ..core.records import CallRecord
 from ..storage import runs
 from ..storage.history import AgentHistory, agent_history, expected
+from ..core.stats import percentile
+from ..storage.bodies import decode_body
 from .budgets import Pending
 from .events import emit, mark_aborted
 
@@ -161,7 +163,7 @@ class AnomalyWatcher(Addon):
                 self._agents[rid] = (_dec.decode(tags) or {}).get("agent") or alias or ""
             tries = msgspec.json.decode(attempts) if attempts else []
             if provider is not None and tries and endpoint != "embeddings":
-                fp = fingerprint(request)
+                fp = fingerprint(decode_body(conn, request))
                 if fp is not None:
                     counts[fp] = counts.get(fp, 0) + 1
             t = started

@@ -60,6 +60,16 @@ class Addon:
         """The server is stopping: flush and clean up (its jobs are already cancelled)."""
 
 
+class Background(Addon):
+    """One background job as an addon (retention, the promotion poller)."""
+
+    def __init__(self, job: Job):
+        self.job = job
+
+    def jobs(self) -> list[Job]:
+        return [self.job]
+
+
 HOOKS = ("before", "on_chunk", "after", "after_batch")
 
 

@@ -97,9 +97,28 @@ def _port_taken(host: str, port: int) -> str | None:
 def freeze_startup_heap() -> None:
     """Moves everything allocated at startup (price tables, frameworks, config) out of the
     cyclic GC's reach. A full collection over that heap took 50-80 ms here and stalls every
-    in-flight call (it holds the GIL); frozen, later collections only scan what is new."""
+    in-flight call (it holds the GIL); frozen, later collections only scan what is new.
+
+    A call's objects live milliseconds: with a larger first threshold they die before a young
+    collection promotes them, so full collections stay rare (under load they came every 1-2 s
+    and took 11-70 ms on one pinned core with the default 700, 10, 10; scripts/bench)."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
+class FreezeWhenWarm:
+    """Writer hook: freezes again after the first calls, once their lazy imports (the HTTP client,
+    price data, validation models: ~30k objects here) are loaded, so full collections skip them too."""
+
+    def __init__(self, at: tuple[int, ...] = (100, 2_000)):
+        self.at, self.calls = list(at), 0
+
+    def __call__(self, conn, records) -> None:
+        self.calls += len(records)
+        while self.at and self.calls >= self.at[0]:
+            self.at.pop(0)
+            gc.freeze()  # no collect first: that would be the very stall this avoids
 
 
 def run(args) -> int:
@@ -136,6 +155,7 @@ def run(args) -> int:
         print(f"modelux-local: cannot listen on {host}:{port}: {busy} (another server running? pass --port)",
               file=sys.stderr)
         return 1
+    rt.writer.after_batch.append(FreezeWhenWarm())
     if not args.quiet:
         rt.hooks.add(CallLog())
     app = create_app(rt)

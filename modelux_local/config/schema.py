@@ -133,6 +133,12 @@ class RunsSection(_S, kw_only=True):
     idle_timeout_s: Seconds = 300.0
 
 
+class StorageSection(_S, kw_only=True):
+    """[storage]: bodies older than keep_days are pruned (run and call rollups stay); 0 keeps them all."""
+
+    keep_days: Annotated[float, msgspec.Meta(ge=0, le=36_500)] = 30.0
+
+
 class Price(_S, kw_only=True):
     """USD per million tokens."""
 
@@ -180,6 +186,7 @@ class ServerConfig(_S, kw_only=True):
     anomalies: AnomaliesSection = AnomaliesSection()
     limits: LimitsSection = LimitsSection()
     runs: RunsSection = RunsSection()
+    storage: StorageSection = StorageSection()
     prices: dict[str, Price] = {}
     promotion: PromotionSection = PromotionSection()
     export: ExportSection = ExportSection()

@@ -14,7 +14,7 @@ import logging
 import msgspec
 from litestar import Response, get, post
 
-from ..calls import Addon
+from ..calls.hooks import Background
 from ..errors import NotFound
 from ..replay import promotion
 from ..storage import replays as store
@@ -52,7 +52,7 @@ def routes(rt, gateway) -> list:
             except Exception:  # a failed poll must not end the task: try again next tick
                 log.exception("checking the serving state failed")
 
-    rt.hooks.add(_Job(poll))
+    rt.hooks.add(Background(poll))
 
     @post("/mlx/v1/config/reload-serving")
     async def reload_serving() -> Response:
@@ -86,20 +86,3 @@ def routes(rt, gateway) -> list:
         return _json(r)
 
     return [reload_serving, serving, config_history, replays, replay]
-
-
-class _Job(Addon):
-    """One background job as an addon."""
-
-    def __init__(self, job):
-        self.job = job
-
-    def jobs(self):
-        return [self.job]
-
-
-def _serving_state(rt) -> dict:
-    snap = rt.snapshot
-    return {"audit_id": rt.serving_audit_id, "default": snap.configs.default_name,
-            "configs": {name: {"version": version, "pinned": name in rt.serving}
-                        for name, (_, version) in snap.router.configs.items()}}

@@ -10,6 +10,7 @@ import msgspec
 
 from ..storage import replays
 from ..storage.responses_store import chat_body_for_call
+from ..storage.bodies import decode_body
 
 _dec = msgspec.json.Decoder()
 
@@ -104,7 +105,7 @@ def load_run(conn: apsw.Connection, run_id: str) -> OriginalRun | None:
     run = OriginalRun(row[0], _dec.decode(row[1]) if row[1] else {}, row[2], row[3], row[4], row[5],
                       _outcome(row[6]))
     for r in replays.recorded_calls(conn, run_id):
-        oc = OriginalCall(*r[:15], bool(r[15]), _bytes(r[16]), _bytes(r[17]))
+        oc = OriginalCall(*r[:15], bool(r[15]), _bytes(decode_body(conn, r[16])), _bytes(decode_body(conn, r[17])))
         if oc.endpoint == "responses":
             chat = chat_body_for_call(conn, oc.call_id)
             oc.chat_body = msgspec.json.encode(chat) if chat is not None else None

@@ -14,6 +14,7 @@ import apsw
 import msgspec
 
 from .analytics_queries import RunFilter, json_path
+from .bodies import decode_body
 
 _dec = msgspec.json.Decoder()
 _enc = msgspec.json.Encoder(order="sorted")
@@ -75,7 +76,8 @@ def run_breakdown(conn: apsw.Connection, run_id: str) -> RunBreakdown:
     prompts = conn.execute("SELECT request, input_tokens, cached_tokens, json_extract(decision, '$.prices') "
                            "FROM calls WHERE run_id = ? AND provider IS NOT NULL AND endpoint != 'embeddings' "
                            "ORDER BY started_at, call_id", (run_id,))
-    return RunBreakdown(_lines(by_alias), _lines(by_model), repeats(prompts))
+    rows = ((decode_body(conn, r), tin, cached, prices) for r, tin, cached, prices in prompts)
+    return RunBreakdown(_lines(by_alias), _lines(by_model), repeats(rows))
 
 
 def chat_body(request: bytes | None) -> dict | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import apsw
@@ -64,6 +65,8 @@ def connect(path: Path | str, *, readonly: bool = False) -> apsw.Connection:
     conn.set_busy_timeout(10_000)
     _load_vec(conn)
     if not readonly:
+        if not conn.execute("PRAGMA page_count").fetchone()[0]:  # a new file: only now can it get this
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")       # (retention.py gives pages back with it)
         conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -96,8 +99,12 @@ def migrate(conn: apsw.Connection) -> int:
 
 
 def open_db(path: Path | str) -> apsw.Connection:
+    """A writing connection: migrated, and with incremental auto-vacuum (storage/retention.py)."""
+    from .retention import ensure_incremental_vacuum
+
     make_private(Path(path))
     conn = connect(path)
+    ensure_incremental_vacuum(conn)
     migrate(conn)
     return conn
 
@@ -113,3 +120,21 @@ def check_writable(path: Path | str) -> None:
                          "WHERE version = (SELECT max(version) FROM schema_migrations)")
     finally:
         conn.close()
+
+
+@contextmanager
+def immediate(conn: apsw.Connection):
+    """A write transaction that takes the write lock up front (BEGIN IMMEDIATE), so another process's
+    commit can neither slip between our reads and writes nor fail our upgrade to a writer with
+    SQLITE_BUSY. Inside a transaction already (the writer's batch), a savepoint."""
+    if conn.in_transaction:
+        with conn:
+            yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

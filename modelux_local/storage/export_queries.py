@@ -5,6 +5,7 @@ import time
 
 import apsw
 
+from .bodies import decode_body
 from .queries import STEP_COLUMNS, _json_or_text, step_from_row
 
 
@@ -28,7 +29,8 @@ def calls_after(conn: apsw.Connection, after_rowid: int, limit: int) -> list[tup
         step = step_from_row(row[1:-2], None)
         step["started_ts"] = row[3]
         step["ended_ts"] = row[3] + (step["latency_ms"] or 0) / 1000
-        step["request"], step["response"] = _json_or_text(row[-2]), _json_or_text(row[-1])
+        step["request"] = _json_or_text(decode_body(conn, row[-2]))
+        step["response"] = _json_or_text(decode_body(conn, row[-1]))
         out.append((row[0], step))
     return out
 

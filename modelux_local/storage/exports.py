@@ -5,6 +5,7 @@ from typing import Iterator
 
 import apsw
 
+from .bodies import decode_body
 from .queries import STEP_COLUMNS, _json_or_text, step_from_row
 
 PAGE = 1000
@@ -42,7 +43,8 @@ def iter_calls(conn: apsw.Connection, since: float | None, include_replays: bool
             step["started_ts"] = row[2]
             step["ended_ts"] = row[2] + (step["latency_ms"] or 0) / 1000
             if with_bodies:
-                step["request"], step["response"] = _json_or_text(row[-2]), _json_or_text(row[-1])
+                step["request"] = _json_or_text(decode_body(conn, row[-2]))
+                step["response"] = _json_or_text(decode_body(conn, row[-1]))
             yield step
         last = (page[-1][2], page[-1][0])
 

@@ -1,7 +1,8 @@
 """Numbered schema migrations. Append only: never edit one that has shipped.
 
 Each room keeps its tables in its own schema_*.py list; numbers are unique across them
-(1 core, 2 search, 3 events/budgets, 4 replay, 13 export) and applied in order.
+(1 core, 2 search, 3 events/budgets, 4 replay, 13 export, 20 responses, 30+ stored bodies,
+1201 playback) and applied in order.
 """
 
 CORE: list[tuple[int, str]] = [
@@ -41,10 +42,12 @@ CREATE INDEX calls_started ON calls(started_at);
 
 
 def _all() -> list[tuple[int, str]]:
-    from . import schema_events, schema_export, schema_playback, schema_replay, schema_responses, schema_search
+    from . import (schema_bodies, schema_events, schema_export, schema_playback, schema_replay, schema_responses,
+                   schema_search)
 
     out = sorted(CORE + schema_search.MIGRATIONS + schema_events.MIGRATIONS + schema_replay.MIGRATIONS
-                 + schema_responses.MIGRATIONS + schema_playback.MIGRATIONS + schema_export.MIGRATIONS)
+                 + schema_responses.MIGRATIONS + schema_playback.MIGRATIONS + schema_export.MIGRATIONS
+                 + schema_bodies.MIGRATIONS)
     numbers = [n for n, _ in out]
     assert len(numbers) == len(set(numbers)), f"duplicate migration numbers: {numbers}"
     return out

@@ -11,6 +11,7 @@ import msgspec
 
 from ..core.stats import iso, percentile
 from ..pricing import nanos_to_usd
+from .bodies import decode_body
 from .db import connect, migrate
 from .history import DEFAULT_MIN_HISTORY, agent_history, expected, run_agents
 
@@ -107,8 +108,8 @@ class Reader:
             seq = c.execute("SELECT count(*) FROM calls WHERE run_id = ? AND (started_at < ? OR (started_at = ? AND call_id <= ?))",
                             (row[1], row[2], row[2], call_id)).fetchone()[0]
         out = step_from_row(row[:-2], seq)
-        out["request"] = _json_or_text(row[-2])
-        out["response"] = _json_or_text(row[-1])
+        out["request"] = _json_or_text(decode_body(c, row[-2]))
+        out["response"] = _json_or_text(decode_body(c, row[-1]))
         return out
 
 

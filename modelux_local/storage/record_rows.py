@@ -1,6 +1,7 @@
 """Turning CallRecords into rows: pricing, stream assembly, and the per-run rollup."""
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import apsw
@@ -8,6 +9,7 @@ import msgspec
 
 from ..core.records import CallRecord
 from ..core.usage import usage_from_openai, usage_of_body
+from .bodies import BodyEncoder
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
@@ -77,13 +79,13 @@ _INSERT = """INSERT OR REPLACE INTO calls (call_id, run_id, started_at, endpoint
 
 _RUN_UPSERT = """INSERT INTO runs (run_id, tags, agent, started_at, last_at, calls, errors, retries,
  input_tokens, output_tokens, cost_nusd, unpriced_calls, replay_id)
- VALUES (?,?,?,?,?,1,?,?,?,?,?,?,?)
+ VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
  ON CONFLICT(run_id) DO UPDATE SET
   tags = json_patch(runs.tags, excluded.tags),
   agent = coalesce(runs.agent, excluded.agent),
   started_at = min(runs.started_at, excluded.started_at),
   last_at = max(runs.last_at, excluded.last_at),
-  calls = runs.calls + 1, errors = runs.errors + excluded.errors, retries = runs.retries + excluded.retries,
+  calls = runs.calls + excluded.calls, errors = runs.errors + excluded.errors, retries = runs.retries + excluded.retries,
   input_tokens = runs.input_tokens + excluded.input_tokens,
   output_tokens = runs.output_tokens + excluded.output_tokens,
   cost_nusd = runs.cost_nusd + excluded.cost_nusd,
@@ -92,14 +94,29 @@ _RUN_UPSERT = """INSERT INTO runs (run_id, tags, agent, started_at, last_at, cal
   ended_at = CASE WHEN runs.status = 'completed' THEN NULL ELSE runs.ended_at END"""
 
 
+_encoders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def encoder_for(conn: apsw.Connection) -> BodyEncoder:
+    """The body encoder of a writing connection (it caches which messages that database holds)."""
+    enc = _encoders.get(conn)
+    if enc is None:
+        enc = _encoders[conn] = BodyEncoder(conn)
+    return enc
+
+
 def write_calls(conn: apsw.Connection, recs: list[CallRecord]) -> None:
-    rows, runs = [], []
+    rows: list[tuple] = []
+    runs: dict[str, list] = {}  # one upsert per run per batch: a batch is mostly a few runs' calls
+    enc = encoder_for(conn)
+    enc.fresh = {}
     for r in recs:
         if r.plan is not None:
             r.decision = {**r.plan.trace(), **r.decision}
             r.plan = None
         body, usage = _finish(r)
-        r.usage = usage  # later hooks (rollups, log lines) see what the writer derived
+        r.usage = usage  # later hooks (rollups, log lines, the search index) see what the writer derived
+        r.response = body
         cost = None
         if usage is not None and r.provider and r.model and r.price_book is not None:
             rates = r.price_book.rates(r.provider, r.model)
@@ -119,16 +136,32 @@ def write_calls(conn: apsw.Connection, recs: list[CallRecord]) -> None:
             u and u.input_tokens, u and u.output_tokens, u and u.cached_tokens, u and u.cache_write_tokens,
             u and u.reasoning_tokens, cost, int(cost is not None), r.latency_ms, r.ttft_ms, int(r.stream), retries,
             _enc.encode(r.tags).decode(), _enc.encode(r.attempts).decode(), _enc.encode(r.decision).decode(), r.error,
-            r.request, body, r.replay_id, r.original_call_id,
+            enc.request(r.request, r.run_id, r.started_at, r.call_id), enc.response(body), r.replay_id, r.original_call_id,
         ))
         if r.run_id:
-            ended = r.started_at + (r.latency_ms or 0) / 1000
-            runs.append((
-                r.run_id, _enc.encode(r.tags).decode(), r.tags.get("agent"), r.started_at, ended,
-                int(r.status in ("error", "aborted")), retries,
-                (u.input_tokens if u else 0), (u.output_tokens if u else 0), cost or 0,
-                int(cost is None and r.status == "ok"), r.replay_id,
-            ))
+            _add_to_run(runs, r, u, cost, retries)
     conn.executemany(_INSERT, rows)
     if runs:
-        conn.executemany(_RUN_UPSERT, runs)
+        conn.executemany(_RUN_UPSERT, [(rid, _enc.encode(a[0]).decode(), *a[1:]) for rid, a in runs.items()])
+
+
+def _add_to_run(runs: dict[str, list], r: CallRecord, u: Any, cost: int | None, retries: int) -> None:
+    """Folds a call into its run's pending upsert, as the upsert would fold it into the row:
+    tags merged in order, the first agent, min start, max end, sums."""
+    ended = r.started_at + (r.latency_ms or 0) / 1000
+    a = runs.get(r.run_id)
+    if a is None:
+        runs[r.run_id] = [dict(r.tags), r.tags.get("agent"), r.started_at, ended, 1,
+                          int(r.status in ("error", "aborted")), retries, (u.input_tokens if u else 0),
+                          (u.output_tokens if u else 0), cost or 0, int(cost is None and r.status == "ok"), r.replay_id]
+        return
+    a[0].update(r.tags)
+    a[1] = a[1] or r.tags.get("agent")
+    a[2], a[3] = min(a[2], r.started_at), max(a[3], ended)
+    a[4] += 1
+    a[5] += int(r.status in ("error", "aborted"))
+    a[6] += retries
+    a[7] += u.input_tokens if u else 0
+    a[8] += u.output_tokens if u else 0
+    a[9] += cost or 0
+    a[10] += int(cost is None and r.status == "ok")

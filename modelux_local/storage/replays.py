@@ -10,6 +10,7 @@ import apsw
 import msgspec
 
 from ..pricing import nanos_to_usd
+from ..storage.bodies import decode_body
 
 _enc = msgspec.json.Encoder().encode
 _dec = msgspec.json.Decoder().decode
@@ -134,6 +135,8 @@ def step_pairs(conn: apsw.Connection, replay_id: str, run_id: str) -> list[tuple
     replayed = {r[-1]: dict(zip(keys, r[:-1])) for r in conn.execute(
         f"SELECT {cols}, original_call_id FROM calls WHERE replay_id = ? AND original_call_id IN "
         f"(SELECT call_id FROM calls WHERE run_id = ?)", (replay_id, run_id))}
+    for step in [*originals, *replayed.values()]:
+        step["response"] = decode_body(conn, step["response"])
     return [(o, replayed.get(o["call_id"])) for o in originals]
 
 

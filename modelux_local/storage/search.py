@@ -3,7 +3,8 @@ plus the nearest-neighbour half over sqlite-vec tables filled by storage/embed_j
 vectors are computed by the job in calls/embedder.py).
 
 The index holds, per call (rowid = calls.rowid), `prompt` (the request's messages, system
-prompt, tool-call arguments or embeddings input) and `response` (the assembled answer's
+prompt, tool-call arguments or embeddings input; for a later step of a run only the messages
+its run's previous request did not have) and `response` (the assembled answer's
 text and tool calls, or the error message). It is written by a writer `after_batch` hook,
 inside the batch's transaction, so a call is searchable as soon as it is readable; calls
 stored before this index existed are caught up by `catch_up` (server start, or the CLI).
@@ -21,6 +22,9 @@ from ..core.records import CallRecord
 from ..errors import BadRequest
 from ..core.durations import DurationError, since_timestamp
 from .analytics_queries import json_path, parse_tag_filter
+from .bodies import decode_body
+from .db import immediate
+from .record_rows import encoder_for
 
 _dec = msgspec.json.Decoder()
 HIGHLIGHT = ("**", "**")   # around matched terms in snippets; the CLI turns them bold on a terminal
@@ -90,9 +94,12 @@ def extract_text(request: Any, response: Any) -> tuple[str, str]:
 
 # -- indexing -------------------------------------------------------------------------------
 
-def _index_rows(conn: apsw.Connection, rows: Iterable[tuple]) -> int:
+def _index_rows(conn: apsw.Connection, rows: Iterable[tuple], stored: bool = True) -> int:
+    """rows: (rowid, request, response); `stored`: the bodies as `calls` holds them (to decode)."""
     out = []
     for rowid, request, response in rows:
+        if stored:
+            request, response = decode_body(conn, request), decode_body(conn, response)
         prompt, answer = extract_text(request, response)
         out.append((rowid, prompt, answer))
     if out:
@@ -101,12 +108,24 @@ def _index_rows(conn: apsw.Connection, rows: Iterable[tuple]) -> int:
 
 
 def index_batch(conn: apsw.Connection, recs: list[CallRecord]) -> None:
-    """Writer after_batch hook: reads back the bodies just stored (streams already assembled)."""
-    ids = [r.call_id for r in recs]
+    """Writer after_batch hook: the bodies from the records (write_calls left the assembled
+    answer of a stream in `response`), the rowids from the rows just stored."""
+    by_id = {r.call_id: r for r in recs}
+    fresh = encoder_for(conn).fresh
+    ids = list(by_id)
     for i in range(0, len(ids), 500):
         part = ids[i:i + 500]
-        _index_rows(conn, conn.execute(
-            f"SELECT rowid, request, response FROM calls WHERE call_id IN ({','.join('?' * len(part))})", part))
+        rows = conn.execute(f"SELECT rowid, call_id FROM calls WHERE call_id IN ({','.join('?' * len(part))})", part)
+        _index_rows(conn, [(rowid, _new_part(by_id[cid].request, fresh.get(cid)), by_id[cid].response)
+                           for rowid, cid in rows], stored=False)
+
+
+def _new_part(request: bytes | None, spans: list[tuple[int, int]] | None) -> bytes | None:
+    """A later step of a run resends the run's history: only the messages it adds are indexed,
+    so each message is indexed once per run and the index grows with the run, not its square."""
+    if spans is None or request is None:
+        return request
+    return b'{"messages":[' + b",".join(request[s:e] for s, e in spans) + b"]}"
 
 
 def catch_up(conn: apsw.Connection, max_rows: int | None = None) -> int:
@@ -122,7 +141,7 @@ def catch_up(conn: apsw.Connection, max_rows: int | None = None) -> int:
         if low >= top:
             return done
         high = min(top, low + CHUNK)
-        with conn:
+        with immediate(conn):  # the CLI catches up while a server writes
             done += _index_rows(conn, conn.execute(
                 "SELECT rowid, request, response FROM calls WHERE rowid >= ? AND rowid < ? "
                 "AND rowid NOT IN (SELECT rowid FROM calls_fts WHERE rowid >= ? AND rowid < ?)",

@@ -8,14 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import contextmanager
-from typing import Iterator
 
 import apsw
 
 from ..config.loader import ConfigSet, parse_routing_text
 from ..config.schema import RoutingConfig
 from ..errors import ConfigError
+from .db import immediate  # noqa: F401  (promotion's write transactions: serving.immediate)
 
 log = logging.getLogger("modelux.config")
 
@@ -51,19 +50,6 @@ def ack(conn: apsw.Connection, audit_id: int) -> None:
 AUDIT_COLUMNS = ("id", "at", "who", "action", "name", "from_number", "to_number", "from_version", "to_version",
                  "candidate", "replay_id", "figures", "reason", "forced")
 VERSION_COLUMNS = ("number", "name", "content", "content_version", "source", "created_at")
-
-
-@contextmanager
-def immediate(conn: apsw.Connection) -> Iterator[None]:
-    """A write transaction that takes the lock up front: a server writing the same file cannot
-    slip a commit between our read of the serving state and our write of the new one."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def pinned(conn: apsw.Connection, name: str) -> tuple[int, str, str, str] | None:
