@@ -5,8 +5,8 @@ import asyncio
 import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import aiohttp
 
@@ -85,7 +85,7 @@ async def drive(sess: aiohttp.ClientSession, url: str, make_body: Callable[[int]
                     detail = tail if stream else body
                     result.error(f"HTTP {resp.status}: {detail[:300]!r}")
                     return
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             result.error(f"{type(e).__name__}: {e}")
             return
         result.latencies.append(t1 - t0)

@@ -87,10 +87,10 @@ def _micro(ctx: Context) -> dict:
 
     from modelux_local.analytics.anomalies import AnomalyWatcher
     from modelux_local.analytics.budgets import BudgetGuard, Pending
+    from modelux_local.calls import CallContext
     from modelux_local.config.loader import load_dir
     from modelux_local.core.records import CallRecord
     from modelux_local.pricing import PriceBook
-    from modelux_local.calls import CallContext
     from modelux_local.routing import Router
     from modelux_local.storage import Reader, open_db
 

@@ -27,7 +27,7 @@ import statistics
 import time
 
 from bench import _wrk
-from bench._harness import Context, cpu_seconds, get_json, start_proxy, start_upstream, write_proxy_config
+from bench._harness import Context, get_json, start_proxy, start_upstream, write_proxy_config
 from bench._load import drive, session, summarise
 
 DESCRIPTION = "gateway latency, req/s and CPU per request vs direct, the floor and (--peer) LiteLLM"

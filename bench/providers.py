@@ -88,13 +88,13 @@ async def _phase(sess: aiohttp.ClientSession, origin: str, proxy, case: tuple, s
 
 def _micro(ctx: Context) -> dict:
     """µs per call of the pure translate functions (dicts in, dicts out) and with JSON at both ends."""
+    from modelux_local.providers import _gemini_translate as gtr
     from modelux_local.providers import anthropic_out as atr
     from modelux_local.providers._openai_shapes import encode_json
-    from modelux_local.providers import _gemini_translate as gtr
     from modelux_local.providers.anthropic_in import anthropic_request_to_openai, openai_response_to_anthropic
-    from modelux_local.proxy.messages import AnthropicSSE
     from modelux_local.providers.responses_in import responses_request_to_chat
     from modelux_local.providers.responses_out import ChatChunksToResponseEvents, chat_to_response, response_shell
+    from modelux_local.proxy.messages import AnthropicSSE
 
     openai_body = json.loads(_body("openai", "m", 1, False))
     anth_body = json.loads(_body("anthropic", "m", 1, False))

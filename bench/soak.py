@@ -100,7 +100,7 @@ async def client(i: int, url: str, end: float, t: Tally) -> None:
                         t.cut_streams += 1
                     elif stream and "[DONE]" not in text:
                         t.errors["stream without [DONE]"] += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 if t.restarting() or was_down:
                     if isinstance(e, aiohttp.ClientConnectorError):
                         t.refused += 1

@@ -22,8 +22,16 @@ import urllib.request
 
 import aiohttp
 
-from bench._harness import (ROOT, Context, cpu_seconds, free_port, modelux_cmd, start_proxy, start_upstream,
-                            write_proxy_config)
+from bench._harness import (
+    ROOT,
+    Context,
+    cpu_seconds,
+    free_port,
+    modelux_cmd,
+    start_proxy,
+    start_upstream,
+    write_proxy_config,
+)
 from bench._load import percentile
 
 DESCRIPTION = "proxy p50/p99 at a steady rate with the TUI open (serve in a terminal) versus --headless"
@@ -106,7 +114,7 @@ async def steady(url: str, rate: float, seconds: float, run_id: str) -> dict:
                 if r.status != 200:
                     errors += 1
                     return
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             errors += 1
             return
         lat.append(time.perf_counter() - t0)

@@ -44,7 +44,7 @@ class Gateway:
         self._env = {**os.environ, **(env or {})}
         self._proc: subprocess.Popen | None = None
 
-    def start(self) -> "Gateway":
+    def start(self) -> Gateway:
         import httpx
 
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,6 @@
 PATH, answers --version and serves a chat completion on the embedded default (and records it)."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket

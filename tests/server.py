@@ -48,7 +48,7 @@ class ServerProcess:
     def db_path(self) -> Path:
         return self.data_dir / "modelux.db"
 
-    def start(self, timeout: float = 20.0) -> "ServerProcess":
+    def start(self, timeout: float = 20.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", self.module, "serve", "--headless", "--port", str(self.port),
                 "--data-dir", str(self.data_dir), *self.extra_args]

@@ -46,3 +46,9 @@ def test_import_contracts_hold():
     out = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 broken" in out.stdout
+
+
+def test_ruff_is_clean():
+    """pyproject's [tool.ruff] rules hold for the whole tree (tests and benches included)."""
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

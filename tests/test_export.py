@@ -72,9 +72,10 @@ def test_jsonl_export_one_line_per_call(recorded, tmp_path):
 
 def test_export_bad_input(recorded, tmp_path):
     assert recorded.cli("export", "--jsonl", "-", "--since", "5x", check=False).returncode == 2
-    from .server import ROOT
     import subprocess
     import sys
+
+    from .server import ROOT
     out = subprocess.run([sys.executable, "-m", "modelux_local", "export", "--jsonl", "-", "--data-dir",
                           str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 1 and "no database at" in out.stderr

@@ -12,9 +12,9 @@ import anthropic
 import httpx
 import pytest
 
-from .fakes.openai_upstream import FakeOpenAI
 from modelux_local.config.loader import load_dir
 
+from .fakes.openai_upstream import FakeOpenAI
 from .server import ROOT, ServerProcess, write_config
 
 CLIENT_KEY = "sk-client-key-3141-must-not-be-stored"

@@ -10,10 +10,14 @@ from anthropic.types.shared import ErrorResponse
 from openai import OpenAI
 
 from modelux_local.errors import BadRequest
-from modelux_local.providers import anthropic_out as atr
 from modelux_local.providers import _gemini_translate as gtr
-from modelux_local.providers.anthropic_in import (OpenAIChunksToAnthropicEvents, anthropic_request_to_openai,
-                                                  openai_error_to_anthropic, openai_response_to_anthropic)
+from modelux_local.providers import anthropic_out as atr
+from modelux_local.providers.anthropic_in import (
+    OpenAIChunksToAnthropicEvents,
+    anthropic_request_to_openai,
+    openai_error_to_anthropic,
+    openai_response_to_anthropic,
+)
 from tests.fakes.fake_anthropic import FakeAnthropic, validate
 from tests.fakes.openai_upstream import FakeOpenAI
 

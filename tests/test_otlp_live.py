@@ -133,9 +133,9 @@ def test_no_endpoint_no_exporter_and_a_grpc_protocol_is_refused_clearly(tmp_path
 def test_the_tui_header_shows_the_exporters_lag_and_error(tmp_path):
     from types import SimpleNamespace
 
+    from modelux_local.config.loader import load_dir
     from modelux_local.export.live import LiveExporter
     from modelux_local.export.otlp_http import OtlpTarget
-    from modelux_local.config.loader import load_dir
     from modelux_local.storage import Writer, open_db
     from modelux_local.tui.data import DataSource
 

@@ -10,7 +10,7 @@ import pytest
 from modelux_local.playback import load
 
 from .conftest import client_for
-from .server import ServerProcess, write_config
+from .server import ServerProcess
 from .test_readme_examples import command_lines, example, sh, strip_comment
 
 pytest_plugins = ["pytester"]

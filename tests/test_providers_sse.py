@@ -91,8 +91,8 @@ async def test_done_stops_and_a_stream_without_it_is_incomplete():
 # helpers (_openai_shapes): the same bad input gets the same 400.
 
 from modelux_local.errors import UpstreamError  # noqa: E402
-from modelux_local.providers import anthropic_out as atr  # noqa: E402
 from modelux_local.providers import _gemini_translate as gtr  # noqa: E402
+from modelux_local.providers import anthropic_out as atr  # noqa: E402
 
 TRANSLATE = {"anthropic": lambda body: atr.request_to_anthropic(body, "claude", 1024),
              "gemini": lambda body: gtr.request_to_gemini(body, {})}

@@ -11,8 +11,7 @@ from modelux_local.config.loader import load_dir
 
 from .conftest import client_for
 from .server import ROOT, ServerProcess, write_config
-from .test_readme_examples import example, command_lines, strip_comment, sh, examples, EXAMPLE_CONFIG, README, _ask
-
+from .test_readme_examples import EXAMPLE_CONFIG, README, _ask, command_lines, example, examples, sh, strip_comment
 
 # -- replay and promotion on configs/example ------------------------------------------------------
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from .server import ROOT, free_port
 
 VENV_BIN = Path(sys.executable).parent

@@ -2,6 +2,7 @@
 the demo database (written by the writer's row function) with research-v2's 20-run history."""
 from __future__ import annotations
 
+import pytest
 from rich.text import Text
 
 from modelux_local.tui.screens.run import RunScreen, attempt_label, call_label
@@ -10,8 +11,6 @@ from modelux_local.tui.widgets.timeline import Timeline, TimelineView, bars_of
 
 from .test_tui_screens import add_calls, app_on, until
 from .test_tui_support import build_db, write_configs
-
-import pytest
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ import hashlib
 import logging
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import apsw
 import msgspec
@@ -26,9 +27,8 @@ import msgspec
 from ..calls import Addon
 from ..core.records import CallRecord
 from ..storage import runs
-from ..storage.history import AgentHistory, agent_history, expected
-from ..core.stats import percentile
 from ..storage.bodies import decode_body
+from ..storage.history import AgentHistory, agent_history, expected
 from .budgets import Pending
 from .events import emit, mark_aborted
 

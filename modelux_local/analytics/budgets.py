@@ -24,8 +24,14 @@ from ..core.tags import tags_match
 from ..core.usage import Usage
 from ..errors import RunBlocked
 from ..pricing import format_usd, nanos_to_usd
-from .spend import (body_usage, chunk_output_chars, max_output_tokens, output_tokens_for_chars,
-                    prompt_tokens_estimate, stream_usage)
+from .spend import (
+    body_usage,
+    chunk_output_chars,
+    max_output_tokens,
+    output_tokens_for_chars,
+    prompt_tokens_estimate,
+    stream_usage,
+)
 
 ABORTED = "run_aborted"
 EXCEEDED = "run_budget_exceeded"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Iterable, get_args
+from collections.abc import Callable, Iterable
+from typing import Any, get_args
 
 import apsw
 import msgspec

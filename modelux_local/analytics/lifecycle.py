@@ -132,6 +132,6 @@ async def refresh_history(rt: Any, watcher: AnomalyWatcher, wake: asyncio.Event)
             log.exception("refreshing agent history failed")
         try:
             await asyncio.wait_for(wake.wait(), HISTORY_REFRESH_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         await asyncio.sleep(HISTORY_MIN_GAP_S)  # many runs completing at once cost one refresh

@@ -90,7 +90,7 @@ class Deliverer:
                 wait = POLL_S if nxt is None else max(0.0, min(POLL_S, nxt - time.time()))
                 try:
                     await asyncio.wait_for(self.wake.wait(), wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def _deliver(self, session: aiohttp.ClientSession, event_id: str, url: str, attempts: int, event: str,
@@ -115,7 +115,7 @@ class Deliverer:
                         await r.read()
                         if not 200 <= status < 300:
                             error = f"HTTP {status}"
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                except (TimeoutError, aiohttp.ClientError, OSError) as e:
                     error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         latency = (time.perf_counter() - t0) * 1000
         n = attempts + 1

@@ -4,8 +4,9 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..routing import Plan
 
@@ -30,10 +31,10 @@ class Snapshot:
     """One consistent view of the config; swapped atomically on reload, read once per request.
     A replay builds its own around the candidate config."""
 
-    configs: "ConfigSet"
-    router: "Router"
-    prices: "PriceBook"
-    providers: "dict[str, Provider]"
+    configs: ConfigSet
+    router: Router
+    prices: PriceBook
+    providers: dict[str, Provider]
 
 
 @dataclass(slots=True)
@@ -46,7 +47,7 @@ class CallContext:
     body: dict[str, Any]
     stream: bool
     endpoint: str
-    snapshot: "Snapshot"
+    snapshot: Snapshot
     state: dict[str, Any] = field(default_factory=dict)  # guards keep their reservations here
 
     @property
@@ -60,5 +61,5 @@ class Sink:
 
     `put` may wait (backpressure); `put_nowait` must not (a cancelled stream's cleanup)."""
 
-    put: Callable[["CallRecord"], Awaitable[None]]
-    put_nowait: Callable[["CallRecord"], None]
+    put: Callable[[CallRecord], Awaitable[None]]
+    put_nowait: Callable[[CallRecord], None]

@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 import msgspec
 
 from ..config.schema import Retries
 from ..core.records import CallRecord
-from ..errors import AllTargetsFailed, InternalError, ModeluxError, ModelNotFound, UpstreamError
+from ..errors import AllTargetsFailed, InternalError, ModelNotFound, ModeluxError, UpstreamError
 from ..providers.base import ChatRequest, ChatResult, ChatStream
 from ..routing import Attempt, Plan, TargetPlan, execute
 from .context import CallContext, Sink, Snapshot, new_call_id
@@ -66,7 +67,7 @@ class ChatOutcome:
     attempts: list[dict] | None = None        # for the 502 body of AllTargetsFailed
     target: Any = None                        # the TargetPlan that answered
     result: ChatResult | None = None
-    stream: Callable[["StreamFormat"], AsyncIterator[bytes]] | None = None
+    stream: Callable[[StreamFormat], AsyncIterator[bytes]] | None = None
     wants_usage: bool = False                 # the client asked for the final usage chunk itself
     record: CallRecord | None = None          # what was recorded (set unless streaming)
 
@@ -302,7 +303,7 @@ class Dispatcher:
                            target=target, result=result)
 
     async def _relay(self, call: _Call, target: TargetPlan, up: ChatStream, fmt: StreamFormat,
-                     _watch: "_WhenDropped") -> AsyncIterator[bytes]:
+                     _watch: _WhenDropped) -> AsyncIterator[bytes]:
         """Passes chunks on as they arrive, in `fmt`; the record is queued whatever way the stream ends."""
         ctx = call.ctx
         on_chunk = self.hooks.on_chunk

@@ -23,7 +23,8 @@ Where each hook runs, and what it may cost (see `Hooks.describe()` for the live 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from .context import CallContext
 
@@ -46,10 +47,10 @@ class Addon:
         """Streaming: return a reason to cut the stream off now."""
         return None
 
-    def after(self, ctx: CallContext, rec: "CallRecord") -> None:
+    def after(self, ctx: CallContext, rec: CallRecord) -> None:
         """Settle reservations; called exactly once per call that passed `before`."""
 
-    def after_batch(self, conn: "apsw.Connection", records: list["CallRecord"]) -> None:
+    def after_batch(self, conn: apsw.Connection, records: list[CallRecord]) -> None:
         """Writer thread, inside the transaction that stored `records`."""
 
     def jobs(self) -> list[Job]:
@@ -85,8 +86,8 @@ class Hooks:
         self.addons: list[object] = []
         self.before: tuple[Callable[[CallContext], None], ...] = ()
         self.on_chunk: tuple[Callable[[CallContext, bytes], str | None], ...] = ()
-        self.after: tuple[Callable[[CallContext, "CallRecord"], None], ...] = ()
-        self.after_batch: tuple[Callable[["apsw.Connection", list["CallRecord"]], None], ...] = ()
+        self.after: tuple[Callable[[CallContext, CallRecord], None], ...] = ()
+        self.after_batch: tuple[Callable[[apsw.Connection, list[CallRecord]], None], ...] = ()
         for a in addons or ():
             self.add(a)
 
@@ -114,7 +115,7 @@ class Hooks:
                 except Exception:
                     log.exception("stopping %s failed", type(a).__name__)
 
-    def settle(self, ctx: CallContext, rec: "CallRecord") -> None:
+    def settle(self, ctx: CallContext, rec: CallRecord) -> None:
         for after in self.after:
             try:
                 after(ctx, rec)

@@ -33,9 +33,9 @@ def register(sub, config_sub, common) -> None:
 
 
 def save(args) -> int:
+    from ..playback.save import cassette_from
     from ..replay.selection import Selection
     from ..storage import connect
-    from ..playback.save import cassette_from
     from .replay_cmd import _pairs, _time_arg
 
     if not (args.run or args.tag or args.since):

@@ -6,7 +6,7 @@ import json
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..config.loader import load_dir
 from ..core.durations import DurationError, argparse_duration, parse_duration
@@ -88,7 +88,7 @@ def _time_arg(text: str | None) -> float | None:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{text!r} is neither a duration (24h) nor an ISO time (2026-04-13T09:00)") from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -258,8 +258,8 @@ def _most_changed(conn, replay_id: str) -> str | None:
 
 
 def _print_steps(conn, replay_id: str, run_id: str) -> None:
-    from ..storage import replays as store
     from ..replay.report import render_steps
+    from ..storage import replays as store
 
     print(render_steps(replay_id, run_id, store.step_pairs(conn, replay_id, run_id)), end="")
 
@@ -267,8 +267,8 @@ def _print_steps(conn, replay_id: str, run_id: str) -> None:
 # -- replays ----------------------------------------------------------------------------------
 
 def replays_list(args) -> int:
-    from ..storage import replays as store
     from ..replay.report import render_list
+    from ..storage import replays as store
 
     _, conn = _open(args)
     if conn is None:
@@ -284,8 +284,8 @@ def replays_list(args) -> int:
 
 
 def replays_show(args) -> int:
-    from ..storage import replays as store
     from ..replay.report import render
+    from ..storage import replays as store
 
     _, conn = _open(args)
     if conn is None:

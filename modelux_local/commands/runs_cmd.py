@@ -12,9 +12,9 @@ import sys
 
 import msgspec
 
+from ..core.display import printable
 from ..core.durations import argparse_duration
 from ..errors import BadRequest, ModeluxError
-from ..core.display import printable
 from ..settings import resolve_paths
 from . import runs_render as render
 from ._common import USAGE, fail, no_database, positive_int

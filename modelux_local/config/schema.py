@@ -69,7 +69,7 @@ class MockModel(_S, kw_only=True):
 BUILTIN_MOCK_MODELS = ("mock-large", "mock-small", "mock-embed")
 
 
-def mock_model_known(provider: "ProviderConfig", model: str) -> bool:
+def mock_model_known(provider: ProviderConfig, model: str) -> bool:
     """A mock provider that declares `models` knows those and the built-in ones: a typo is not a model."""
     return not provider.models or model in provider.models or model in BUILTIN_MOCK_MODELS
 

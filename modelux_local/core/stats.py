@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
-from typing import Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -21,4 +21,4 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -6,7 +6,7 @@ a trace of their own): a root span for the run, a client span per call, and the 
 attempts as span events.
 """
 from ..storage.exports import count_calls, iter_calls, runs_by_id
-from .otlp import encode, spans_for
 from .jsonl import jsonl_line
+from .otlp import encode, spans_for
 
 __all__ = ["count_calls", "iter_calls", "runs_by_id", "spans_for", "encode", "jsonl_line"]

@@ -3,8 +3,8 @@ one POST with the answer classified (sent, or an error saying whether a retry ca
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 from urllib.parse import unquote
 
 import httpx

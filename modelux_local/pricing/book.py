@@ -3,7 +3,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -157,7 +157,7 @@ def _genai_rates(model: str, kind: str | None, base_url: str | None) -> Rates | 
             prov, info = snap.find_provider_model(model, None, a.get("provider_id"), a.get("provider_api_url"))
         except LookupError:
             continue
-        mp = info.get_prices(datetime.now(timezone.utc))
+        mp = info.get_prices(datetime.now(UTC))
         inp = _base(getattr(mp, "input_mtok", None))
         if inp is None:
             continue

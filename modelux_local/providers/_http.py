@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, AsyncIterator, Protocol
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -197,8 +198,8 @@ def parse_retry_after(ms: str | None, value: str | None) -> float | None:
     except ValueError:
         pass
     if value:
-        from email.utils import parsedate_to_datetime
         import time as _time
+        from email.utils import parsedate_to_datetime
 
         try:
             return max(0.0, parsedate_to_datetime(value).timestamp() - _time.time())

@@ -12,8 +12,9 @@ Both SSE readers split raw reads into lines themselves (`_Lines`) instead of usi
 """
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 

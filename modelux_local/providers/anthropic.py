@@ -11,8 +11,15 @@ from ..config.schema import ProviderConfig
 from ..errors import UpstreamError
 from . import anthropic_out as tr
 from ._http import HTTPProviderBase
-from ._openai_shapes import (TRANSLATION_ERRORS, checked_answer, checked_model, decode_json, encode_json,
-                             invalid_answer, openai_error_body)
+from ._openai_shapes import (
+    TRANSLATION_ERRORS,
+    checked_answer,
+    checked_model,
+    decode_json,
+    encode_json,
+    invalid_answer,
+    openai_error_body,
+)
 from .base import ChatRequest, ChatResult, ChatStream, with_deadline
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"

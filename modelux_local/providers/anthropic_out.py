@@ -14,8 +14,20 @@ from typing import Any
 
 from ..core.usage import Usage, usage_to_openai
 from ..errors import UpstreamError
-from ._openai_shapes import (bad_request, base64_data_url, check_params, chunk_json, decode_json, error_object,
-                             image_url_of, invalid_answer, text_of, tool_call_arguments, usage_chunk_json, vendor_error)
+from ._openai_shapes import (
+    bad_request,
+    base64_data_url,
+    check_params,
+    chunk_json,
+    decode_json,
+    error_object,
+    image_url_of,
+    invalid_answer,
+    text_of,
+    tool_call_arguments,
+    usage_chunk_json,
+    vendor_error,
+)
 
 DEFAULT_VERSION = "2023-06-01"
 

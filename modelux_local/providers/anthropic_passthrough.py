@@ -15,7 +15,8 @@ RAW events, without the prefix.
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from ..errors import ModeluxError, UpstreamError
 from . import anthropic_out as tr

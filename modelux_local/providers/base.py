@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, Protocol
 
 from ..core.usage import Usage
 from ..errors import UpstreamError
@@ -63,11 +64,11 @@ async def _until(events: AsyncIterator[bytes], deadline: float, limit_s: float, 
         left = deadline - time.monotonic()
         try:
             if left <= 0:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             chunk = await asyncio.wait_for(it.__anext__(), left)  # cancels the read (and its connection) on time
         except StopAsyncIteration:
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await _aclose(it)
             raise UpstreamError(f"{provider}: stream timed out: still streaming after stream_timeout_s = {limit_s:g} s",
                                 status=504, category="timeout") from None

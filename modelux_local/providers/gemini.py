@@ -15,8 +15,7 @@ from ..config.schema import ProviderConfig
 from ..errors import UpstreamError
 from . import _gemini_translate as tr
 from ._http import HTTPProviderBase
-from ._openai_shapes import (TRANSLATION_ERRORS, checked_answer, checked_model, decode_json, encode_json,
-                             invalid_answer)
+from ._openai_shapes import TRANSLATION_ERRORS, checked_answer, checked_model, decode_json, encode_json, invalid_answer
 from .base import ChatRequest, ChatResult, ChatStream, with_deadline
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"

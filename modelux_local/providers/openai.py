@@ -7,7 +7,8 @@ The checks decode into structs of one or two raw fields, so the bytes are scanne
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import msgspec

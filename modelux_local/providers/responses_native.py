@@ -10,7 +10,8 @@ the record's chat.completion like any stream's. Usage is priced from the Respons
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 

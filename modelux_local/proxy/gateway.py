@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Response
@@ -15,7 +16,7 @@ from litestar.response import Stream
 
 from ..calls import CallContext, ChatOutcome, Dispatcher, Forward, Sink, StreamFormat, new_call_id
 from ..core.tags import TagError, parse_tags, pop_body_tags
-from ..errors import AllTargetsFailed, BadRequest, BodyTooLarge
+from ..errors import AllTargetsFailed, BadRequest
 from ..runtime import Runtime
 from .errors import JSON, error_body, error_response
 from .limits import decode_request

@@ -38,11 +38,16 @@ from litestar import Request, Response, post
 from litestar.response import Stream
 
 from ..core.tags import TagError, parse_tags, pop_body_tags
-from ..errors import AllTargetsFailed, BadRequest, ModeluxError, ModelNotFound, UpstreamError
+from ..errors import AllTargetsFailed, BadRequest, ModelNotFound, ModeluxError, UpstreamError
 from ..providers import anthropic_passthrough as passthrough
+from ..providers.anthropic_in import (
+    ERROR_TYPE,
+    OpenAIChunksToAnthropicEvents,
+    anthropic_request_to_openai,
+    openai_error_to_anthropic,
+    openai_response_to_anthropic,
+)
 from ..providers.anthropic_in import _tags as tags_in_metadata
-from ..providers.anthropic_in import (ERROR_TYPE, OpenAIChunksToAnthropicEvents, anthropic_request_to_openai,
-                                      openai_error_to_anthropic, openai_response_to_anthropic)
 from .errors import JSON
 from .gateway import ChatOutcome, ClientGone, Gateway, StreamFormat, until_disconnect
 from .limits import read_body

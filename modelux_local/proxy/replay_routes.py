@@ -86,3 +86,10 @@ def routes(rt, gateway) -> list:
         return _json(r)
 
     return [reload_serving, serving, config_history, replays, replay]
+
+
+def _serving_state(rt) -> dict:
+    snap = rt.snapshot
+    return {"audit_id": rt.serving_audit_id, "default": snap.configs.default_name,
+            "configs": {name: {"version": version, "pinned": name in rt.serving}
+                        for name, (_, version) in snap.router.configs.items()}}

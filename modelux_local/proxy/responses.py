@@ -31,8 +31,15 @@ from litestar.response import Stream
 from ..errors import AllTargetsFailed, BadRequest, ModeluxError, NotFound, UpstreamError
 from ..providers import responses_native as native
 from ..providers.responses_in import responses_request_to_chat, tags_of
-from ..providers.responses_out import (ChatChunksToResponseEvents, chat_to_response, input_items, new_id,
-                                       output_to_chat_message, response_shell, sse)
+from ..providers.responses_out import (
+    ChatChunksToResponseEvents,
+    chat_to_response,
+    input_items,
+    new_id,
+    output_to_chat_message,
+    response_shell,
+    sse,
+)
 from ..storage.responses_store import StoredResponse, delete_response, load_response, save_job
 from .errors import JSON, error_body, error_response
 from .gateway import ChatOutcome, ClientGone, Gateway, StreamFormat, until_disconnect

@@ -11,8 +11,8 @@ call latencies. Runs are resampled as pairs, so the interval reflects run-to-run
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..core.stats import percentile
 

@@ -14,7 +14,7 @@ BAR = 28
 def line(p: Progress, width: int = BAR) -> str:
     frac = p.runs_done / p.runs_total if p.runs_total else 1.0
     full = int(frac * width)
-    bar = "█" * full + ("▌" if frac * width - full >= 0.5 else "") 
+    bar = "█" * full + ("▌" if frac * width - full >= 0.5 else "")
     bar = bar.ljust(width, "░")
     secs = time.monotonic() - p.started
     return (f"  ▕{bar}▏ {p.runs_done:,}/{p.runs_total:,} runs  {p.requests:,} requests  "

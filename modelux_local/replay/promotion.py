@@ -20,8 +20,8 @@ import msgspec
 from ..config.loader import ConfigSet, content_version, parse_routing_text
 from ..config.schema import PromotionSection
 from ..errors import BadRequest, ConfigError, ModeluxError, NotFound
-from ..storage import serving as db
 from ..storage import replays as store
+from ..storage import serving as db
 
 _enc = msgspec.json.Encoder().encode
 _dec = msgspec.json.Decoder().decode

@@ -9,8 +9,8 @@ import apsw
 import msgspec
 
 from ..storage import replays
-from ..storage.responses_store import chat_body_for_call
 from ..storage.bodies import decode_body
+from ..storage.responses_store import chat_body_for_call
 
 _dec = msgspec.json.Decoder()
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from ..config.loader import ConfigSet
 from ..errors import BadRequest
@@ -97,7 +97,7 @@ def _window(runs: list[RunReplay]) -> tuple[str, float | None, float | None]:
         return "no runs", None, None
     t0 = min(r.original.started_at for r in runs)
     t1 = max(r.original.last_at for r in runs)
-    a, b = (datetime.fromtimestamp(t, timezone.utc) for t in (t0, t1))
+    a, b = (datetime.fromtimestamp(t, UTC) for t in (t0, t1))
     if (t1 - t0) < 86400 and a.date() == b.date():
         return f"{a:%Y-%m-%d %H:%M} → {b:%H:%M} UTC", t0, t1
     return f"{a:%Y-%m-%d} → {b:%Y-%m-%d}", t0, t1

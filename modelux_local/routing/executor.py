@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, TypeVar
+from typing import TypeVar
 
 from ..errors import AllTargetsFailed, UpstreamError
 from .plan import Plan, TargetPlan

@@ -1,7 +1,7 @@
 """Reading calls (with their run's tags) in time order, in pages, for the exporters (export/)."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import apsw
 

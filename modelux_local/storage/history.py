@@ -8,8 +8,8 @@ Percentiles are SQLite's percentile() (the linear interpolation of core.stats.pe
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import apsw
 

@@ -42,8 +42,15 @@ CREATE INDEX calls_started ON calls(started_at);
 
 
 def _all() -> list[tuple[int, str]]:
-    from . import (schema_bodies, schema_events, schema_export, schema_playback, schema_replay, schema_responses,
-                   schema_search)
+    from . import (
+        schema_bodies,
+        schema_events,
+        schema_export,
+        schema_playback,
+        schema_replay,
+        schema_responses,
+        schema_search,
+    )
 
     out = sorted(CORE + schema_search.MIGRATIONS + schema_events.MIGRATIONS + schema_replay.MIGRATIONS
                  + schema_responses.MIGRATIONS + schema_playback.MIGRATIONS + schema_export.MIGRATIONS

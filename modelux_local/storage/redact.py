@@ -4,7 +4,8 @@ writer thread, so the hot path pays nothing."""
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 

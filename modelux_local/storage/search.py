@@ -12,15 +12,16 @@ stored before this index existed are caught up by `catch_up` (server start, or t
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import apsw
 import msgspec
 
+from ..core.durations import DurationError, since_timestamp
 from ..core.records import CallRecord
 from ..errors import BadRequest
-from ..core.durations import DurationError, since_timestamp
 from .analytics_queries import json_path, parse_tag_filter
 from .bodies import decode_body
 from .db import immediate

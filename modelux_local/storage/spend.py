@@ -1,7 +1,7 @@
 """Spend and traffic figures over the calls table (replays left out), for the live header."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import apsw
 

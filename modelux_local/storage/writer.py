@@ -17,8 +17,9 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import apsw
 
@@ -26,8 +27,8 @@ from ..core.records import CallRecord
 from ..core.usage import usage_of_body
 from ..errors import StorageUnavailable
 from .db import open_db
-from .redact import mask_record
 from .record_rows import write_calls
+from .redact import mask_record
 
 log = logging.getLogger("modelux.writer")
 
@@ -202,7 +203,7 @@ class Writer:
     async def _wait(self, fut: asyncio.Future) -> Any:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), JOB_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise StorageUnavailable(f"the storage writer did not answer within {JOB_TIMEOUT_S:.0f}s "
                                      f"({self.pending} records queued)") from None
 
@@ -337,7 +338,7 @@ class Writer:
         self._fail_waiters(items, _unavailable(e))
         return False
 
-    def _run_job(self, j: "_Job") -> None:
+    def _run_job(self, j: _Job) -> None:
         try:
             with self._conn:
                 r = j.fn(self._conn)

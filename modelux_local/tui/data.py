@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
@@ -24,11 +25,13 @@ from ..core.display import printable  # noqa: F401  (re-exported: the TUI's one 
 from ..core.tags import tags_match
 from ..core.usage import cache_share
 from ..errors import ConfigError
-from ..pricing import format_usd, nanos_to_usd  # format_usd: for widgets/format.py (the TUI's one door)
+from ..pricing import nanos_to_usd  # format_usd: for widgets/format.py (the TUI's one door)
+from ..storage import runs as run_rows
+from ..storage import serving as serving_db
+from ..storage import spend
 from ..storage.breakdown import RunBreakdown, run_breakdown  # noqa: F401  (RunBreakdown: for the screens)
 from ..storage.db import connect, open_db
 from ..storage.history import DEFAULT_MIN_HISTORY, AgentHistory, agent_history, expected, over_usual, run_agents
-from ..storage import runs as run_rows, serving as serving_db, spend
 from ..storage.queries import Reader, untagged_calls
 
 _dec = msgspec.json.Decoder()

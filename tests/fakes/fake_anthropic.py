@@ -240,7 +240,7 @@ def validate(headers: dict[str, str], body: Any) -> None:
                 raise Invalid(f"system.{j}: system blocks must be non-empty text blocks")
     if "temperature" in body and not 0 <= body["temperature"] <= 1:
         raise Invalid("temperature: Input should be less than or equal to 1")
-    if set((body.get("metadata") or {})) - {"user_id"}:
+    if set(body.get("metadata") or {}) - {"user_id"}:
         raise Invalid("metadata: Extra inputs are not permitted")
     messages = body["messages"]
     if not isinstance(messages, list) or not messages:

@@ -44,7 +44,7 @@ class OtlpCollector:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def up(self) -> "OtlpCollector":
+    def up(self) -> OtlpCollector:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -11,9 +11,10 @@ import hmac
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -42,7 +43,7 @@ class WebhookReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def start(self) -> "WebhookReceiver":
+    def start(self) -> WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -88,7 +89,7 @@ class WebhookReceiver:
         want = "sha256=" + hmac.new(self.secret.encode(), hit.body, hashlib.sha256).hexdigest()
         return hmac.compare_digest(hit.headers.get("x-modelux-signature", ""), want)
 
-    def wait_for(self, pred: Callable[["WebhookReceiver"], Any], timeout: float = 10.0) -> Any:
+    def wait_for(self, pred: Callable[[WebhookReceiver], Any], timeout: float = 10.0) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             v = pred(self)

@@ -7,8 +7,8 @@ that at 80 columns nothing scrolls sideways out of sight (the run id included).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rich.text import Text
 from textual import on, work
