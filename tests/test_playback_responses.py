@@ -44,3 +44,8 @@ def test_a_responses_chain_plays_back_from_the_cassette(make_server, tmp_path):
     assert _run(play, "resp-play", stream=True) == ["teal", "ochre"]  # streamed now: still matches
     steps = play.get("/mlx/v1/runs/resp-play").json()["steps"]
     assert [(s["endpoint"], s["provider"], s["status"]) for s in steps] == [("responses", "cassette", "ok")] * 2
+    run = play.get("/mlx/v1/runs/resp-play").json()
+    assert run["played_back_calls"] == 2 and run["cost_usd"] == 0
+    listed = next(line for line in play.cli("runs").stdout.splitlines() if "resp-play" in line)
+    assert "(playback)" in listed
+    assert "playback: 2 of 2 calls answered from a recording" in play.cli("trace", "resp-play").stdout

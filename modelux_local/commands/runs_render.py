@@ -54,7 +54,8 @@ def runs_table(runs: list[dict], usual_first: bool = False) -> str:
     rows = []
     for r in runs:
         e = r.get("expected")
-        rows.append([r["status"], r["run_id"], r["tags"].get("agent") or (e or {}).get("agent") or "-",
+        status = r["status"] + (" (playback)" if r.get("played_back_calls") else "")
+        rows.append([status, r["run_id"], r["tags"].get("agent") or (e or {}).get("agent") or "-",
                      count(r["calls"]), count(r["input_tokens"] + r["output_tokens"]), money(r["cost_usd"]),
                      usual(e), ms(r["p50_ms"]), ms(r["p95_ms"]), count(r["errors"]), ",".join(r["anomalies"]) or "-",
                      (r["started_at"] or "")[:19].replace("T", " ")])
@@ -139,6 +140,9 @@ def trace_tree(run: dict, breakdown=None) -> str:
     cached, total, share = cache_share(r.get("steps") or [])
     if cached:
         out.append(f"  prompt cache: {count(cached)} of {count(total)} input tokens read from cache ({share:.0%})")
+    if r.get("played_back_calls"):
+        out.append(f"  playback: {count(r['played_back_calls'])} of {count(r['calls'])} calls answered from a "
+                   "recording (cassette or cache), at no cost")
     if r.get("abort_reason"):
         out.append(f"  aborted: {r['abort_reason']}")
     out.append(f"  anomalies: {', '.join(r['anomalies']) if r['anomalies'] else 'none'}")

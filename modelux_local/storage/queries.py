@@ -61,7 +61,13 @@ class Reader:
             "outcome": _dec.decode(outcome) if outcome else None,
             "anomalies": _dec.decode(anomalies) if anomalies else [],
             "abort_reason": abort_reason, "replay_id": replay_id,
+            "played_back_calls": self.played_back(run_id),
         }
+
+    def played_back(self, run_id: str) -> int:
+        """Calls of the run answered from a cassette or the dev cache (the calls_playback index)."""
+        return self.conn().execute("SELECT count(*) FROM calls WHERE run_id = ? AND provider IN ('cassette', 'cache')",
+                                   (run_id,)).fetchone()[0]
 
     def run_latencies(self, run_id: str) -> list[float]:
         return [r[0] for r in self.conn().execute(
