@@ -49,3 +49,8 @@ def test_a_responses_chain_plays_back_from_the_cassette(make_server, tmp_path):
     listed = next(line for line in play.cli("runs").stdout.splitlines() if "resp-play" in line)
     assert "(playback)" in listed
     assert "playback: 2 of 2 calls answered from a recording" in play.cli("trace", "resp-play").stdout
+
+    from modelux_local.tui.data import DataSource  # the TUI's runs table marks the run too
+
+    rows = {r.run_id: r.played_back for r in DataSource(play.db_path, None).runs()}
+    assert rows["resp-play"] is True

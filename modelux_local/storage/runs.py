@@ -38,6 +38,12 @@ def live_table(conn: apsw.Connection, limit: int, active_since: float, query: st
         "ORDER BY started_at DESC", (limit, active_since, *args, *([limit] if where else []))).fetchall()
 
 
+def played_back_runs(conn: apsw.Connection) -> set[str]:
+    """Runs with calls answered from a cassette or the dev cache (walks the small calls_playback index)."""
+    return {r[0] for r in conn.execute("SELECT DISTINCT run_id FROM calls WHERE provider IN ('cassette', 'cache') "
+                                       "AND run_id IS NOT NULL")}
+
+
 def running_count(conn: apsw.Connection, active_since: float) -> int:
     return conn.execute("SELECT count(*) FROM runs WHERE status = 'running' AND last_at >= ? "
                         "AND replay_id IS NULL", (active_since,)).fetchone()[0]

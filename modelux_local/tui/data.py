@@ -25,7 +25,7 @@ from ..core.display import printable  # noqa: F401  (re-exported: the TUI's one 
 from ..core.tags import tags_match
 from ..core.usage import cache_share
 from ..errors import ConfigError
-from ..pricing import nanos_to_usd  # format_usd: for widgets/format.py (the TUI's one door)
+from ..pricing import format_usd, nanos_to_usd  # noqa: F401  (format_usd: for widgets/format.py, the TUI's one door)
 from ..storage import runs as run_rows
 from ..storage import serving as serving_db
 from ..storage import spend
@@ -67,6 +67,7 @@ class RunRow:
     first_alias: str | None = None        # a run without an agent tag is its first alias's kind of run
     usual: float | None = None            # how far along its agent's p90 (cost or calls) the run is
     usual_by: str | None = None           # which of the two: "cost" | "calls"
+    played_back: bool = False             # some calls were answered from a cassette / the dev cache
 
     @property
     def budget_use(self) -> tuple[float, str] | None:
@@ -305,6 +306,7 @@ class DataSource:
         rows = run_rows.live_table(conn, limit, now - idle, query)
         agents = self._run_agents(conn, [r[0] for r in rows])
         usual = self._usual(conn, agents, [(r[0], r[11], r[7]) for r in rows])
+        played = run_rows.played_back_runs(conn)
         out = []
         for (run_id, agent, tags, status, started, last, ended, calls, errors, retries, tokens, cost, unpriced,
              anomalies, abort_reason) in rows:
@@ -317,7 +319,7 @@ class DataSource:
                 cost_usd=None if calls and unpriced == calls else nanos_to_usd(cost),
                 duration_s=max(0.0, (ended if ended is not None else last) - started),
                 anomalies=tuple(_dec.decode(anomalies)) if anomalies else (), abort_reason=abort_reason,
-                first_alias=None if agent else agents.get(run_id) or None,
+                first_alias=None if agent else agents.get(run_id) or None, played_back=run_id in played,
                 **usual.get(run_id, {}), **self.limits_for(tag_map)))
         return out
 

@@ -258,7 +258,7 @@ class RunsScreen(Screen):
             "mark": lambda: self._mark_cell(r.run_id),
             "status": lambda: Text.assemble(self._mark_cell(r.run_id), fmt.status_glyph(r.status)) if self.narrow
                               else fmt.status(r.status),
-            "run": lambda: Text(printable(r.run_id), style=flagged_style),
+            "run": lambda: _run_cell(r, flagged_style),
             "cost": lambda: fmt.money(r.cost_usd),
             "budget": lambda: fmt.meter(use[0], NARROW_METER if self.narrow else fmt.METER_WIDTH, use[1],
                                         running=r.status == "running", label=not self.narrow)
@@ -461,3 +461,10 @@ def _untagged_note(pulse: Pulse | None) -> tuple:
         return ()
     return (f"\n\n{n:,} call{'s' if n != 1 else ''} arrived without a run_id (no mlx:tags.run_id or x-mlx-run-id): "
             "they are recorded (see `modelux-local export --jsonl -`) but belong to no run.", "bold yellow")
+
+
+def _run_cell(r: RunRow, style: str) -> Text:
+    cell = Text(printable(r.run_id), style=style)
+    if r.played_back:  # answered from a cassette / the dev cache, at no cost
+        cell.append(" ⏵ playback", style="dim cyan")
+    return cell
