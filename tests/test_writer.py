@@ -4,6 +4,8 @@ writer's connections) degrades it, sheds bodies before records, and it recovers 
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import time
 
 import apsw
@@ -13,6 +15,7 @@ from modelux_local.core.records import CallRecord
 from modelux_local.core.usage import Usage
 from modelux_local.errors import StorageUnavailable
 from modelux_local.storage import Writer
+from modelux_local.storage.bodies import decode_body
 
 
 def record(i: int) -> CallRecord:
@@ -99,9 +102,11 @@ async def wait_for(cond, timeout: float = 20.0):
 
 def big(i: int, kb: int = 4) -> CallRecord:
     r = record(i)
-    r.request = b'{"model": "@x", "pad": "' + b"x" * (kb * 1024) + b'"}'
+    # random padding: stored bodies are compressed, and these must really take pages on the disk
+    r.request = b'{"model": "@x", "pad": "' + base64.b64encode(os.urandom(kb * 768)) + b'"}'
     r.usage = None  # the writer derives it from the body: stripping must keep it
-    r.response = b'{"usage": {"prompt_tokens": 10, "completion_tokens": 5}, "pad": "' + b"y" * (kb * 1024) + b'"}'
+    r.response = (b'{"usage": {"prompt_tokens": 10, "completion_tokens": 5}, "pad": "'
+                  + base64.b64encode(os.urandom(kb * 768)) + b'"}')
     return r
 
 
@@ -148,7 +153,8 @@ async def test_full_disk_degrades_sheds_bodies_first_and_recovers_by_itself(tmp_
     assert len(ids) == 106 - st["records_dropped"]
     dropped = 5 + st["records_dropped"]  # the oldest records after the first five went first
     assert ids == [f"call_{i:05d}" for i in [*range(5), *range(dropped, 106)]]
-    empty, tokens = db.execute("SELECT sum(length(request) = 0), sum(input_tokens) FROM calls").fetchone()
+    tokens = db.execute("SELECT sum(input_tokens) FROM calls").fetchone()[0]
+    empty = sum(not decode_body(db, req) for (req,) in db.execute("SELECT request FROM calls"))  # stored encoded
     assert empty >= st["bodies_dropped"] - st["records_dropped"]
     assert tokens == 10 * len(ids), "a record whose body was dropped keeps its usage (and cost)"
     assert db.execute("SELECT count(*) FROM calls WHERE decision LIKE '%body_dropped%'").fetchone()[0] == empty
@@ -201,8 +207,8 @@ async def test_streamed_records_shed_their_events_but_keep_their_usage(tmp_path,
     await wait_for(lambda: w.status()["state"] == "ok")
     await asyncio.to_thread(w.close)
     db = apsw.Connection(str(tmp_path / "m.db"))
-    rows = db.execute("SELECT input_tokens, output_tokens, length(response), decision LIKE '%body_dropped%' "
-                      "FROM calls WHERE stream = 1").fetchall()
+    rows = [(tin, tout, len(decode_body(db, resp) or b""), dropped) for tin, tout, resp, dropped in db.execute(
+        "SELECT input_tokens, output_tokens, response, decision LIKE '%body_dropped%' FROM calls WHERE stream = 1")]
     assert len(rows) == 40 and all(r[:2] == (7, 3) for r in rows), "usage survives the shedding"
     dropped = [r for r in rows if r[3]]
     assert len(dropped) == st["bodies_dropped"] and all((r[2] or 0) < 300 for r in dropped)
