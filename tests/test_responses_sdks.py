@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from modelux_local.config.loader import load_dir
+from modelux_local.storage.bodies import decode_body
 
 from ._responses_env import UPSTREAM_KEY, start_env, stop_env
 from .server import write_config
@@ -79,7 +80,7 @@ def test_readme_pydantic_ai_recipe(env):
     db = apsw.Connection(str(env.srv.db_path), flags=apsw.SQLITE_OPEN_READONLY)
     rows = db.execute("SELECT endpoint, status, request FROM calls ORDER BY started_at DESC LIMIT 2").fetchall()
     assert [(r[0], r[1]) for r in rows] == [("responses", "ok")] * 2
-    last, first = (json.loads(r[2]) for r in rows)
+    last, first = (json.loads(decode_body(db, r[2])) for r in rows)  # stored encoded (messages once, zstd)
     assert first["tools"][0]["name"] == "get_weather" and first["text"]["format"]["type"] == "json_schema"
     assert last["input"][-1]["type"] == "function_call_output"
 
