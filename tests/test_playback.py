@@ -91,6 +91,7 @@ def recorded(tmp_path_factory):
                         env={"UP_KEY": UP_KEY, "OPENAI_API_KEY": ENV_KEY, "ANTHROPIC_API_KEY": ENV_KEY}).start()
     try:
         out = agent(srv, "rec-1")
+        srv.get("/mlx/v1/runs/rec-1")  # read-after-writes: the CLI reads the file the writer fills
         cassette = base / "coder.cassette"
         r = srv.cli("cassette", "save", "--run", "rec-1", "--out", str(cassette))
         run = srv.get("/mlx/v1/runs/rec-1").json()
@@ -126,6 +127,7 @@ def test_a_run_plays_back_offline_with_the_recorded_answers(player, recorded):
     assert g["played_back_calls"] == 6 and g["saved_usd"] == pytest.approx(saved)
     # a played-back run saved again is the same cassette: who answered and what it cost are kept
     again = srv.data_dir / "again.cassette"
+    srv.get("/mlx/v1/runs/play-1")  # read-after-writes
     srv.cli("cassette", "save", "--run", "play-1", "--out", str(again))
     assert again.read_bytes().splitlines()[1:] == recorded["cassette"].read_bytes().splitlines()[1:]
 
@@ -222,6 +224,7 @@ def test_identical_requests_are_answered_in_recorded_order(make_server, tmp_path
         c, _ = clients(srv)
         for _ in range(2):
             c.chat.completions.create(model="@planner", messages=ask, extra_body={"mlx:tags": {"run_id": "twice"}})
+        srv.get("/mlx/v1/runs/twice")  # read-after-writes
         srv.cli("cassette", "save", "--run", "twice", "--out", str(tmp_path / "twice.cassette"))
     finally:
         up.stop()

@@ -48,6 +48,7 @@ def test_plugin_plays_a_cassette_to_an_inner_test_suite(pytester: pytest.Pyteste
                                          extra_body={"mlx:tags": {"run_id": "notes-1"}}).choices[0].message.content
     out = pytester.path / "tests" / "cassettes"
     out.mkdir(parents=True)
+    default_server.get("/mlx/v1/runs/notes-1")  # read-after-writes: the CLI reads the file the writer fills
     default_server.cli("cassette", "save", "--run", "notes-1", "--out", str(out / "notes.cassette"))
     (pytester.path / "cfg").mkdir()
     (pytester.path / "cfg" / "modelux.toml").write_text('[providers.mock]\nkind = "mock"\n')

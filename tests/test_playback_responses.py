@@ -35,6 +35,7 @@ def test_a_responses_chain_plays_back_from_the_cassette(make_server, tmp_path):
     try:
         rec = make_server(config_dir=config, name="rec", env={"UP_KEY": "sk-up"})
         assert _run(rec, "resp-rec", stream=False) == ["teal", "ochre"]
+        assert rec.get("/mlx/v1/runs/resp-rec").json()["calls"] == 2  # read-after-writes: both are stored
         cassette = tmp_path / "resp.cassette"
         rec.cli("cassette", "save", "--run", "resp-rec", "--out", str(cassette))
     finally:
