@@ -28,6 +28,7 @@ from ..calls import Addon
 from ..core.records import CallRecord
 from ..storage import runs
 from ..storage.bodies import decode_body
+from ..storage.breakdown import json_object
 from ..storage.history import AgentHistory, agent_history, expected
 from .budgets import Pending
 from .events import emit, mark_aborted
@@ -50,13 +51,8 @@ def _normalise(x: Any) -> Any:
 
 def fingerprint(request: bytes | None) -> str | None:
     """Hash of the request's messages and tools, independent of key order and whitespace."""
-    if not request:
-        return None
-    try:
-        body = _dec.decode(request)
-    except msgspec.DecodeError:
-        return None
-    if not isinstance(body, dict):
+    body = json_object(request)
+    if body is None:
         return None
     if body.get("messages"):
         core = _normalise({"messages": body.get("messages"), "tools": body.get("tools"), "system": body.get("system")})

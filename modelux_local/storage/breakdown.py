@@ -80,14 +80,20 @@ def run_breakdown(conn: apsw.Connection, run_id: str) -> RunBreakdown:
     return RunBreakdown(_lines(by_alias), _lines(by_model), repeats(rows))
 
 
-def chat_body(request: bytes | None) -> dict | None:
-    """A stored request body that carries a `messages` list (chat or Messages API), decoded; else None."""
+def json_object(request: bytes | None) -> dict | None:
+    """A request body decoded, when it is a JSON object; else None."""
     if not request:
         return None
     try:
         body = _dec.decode(request)
     except msgspec.DecodeError:
         return None
+    return body if isinstance(body, dict) else None
+
+
+def chat_body(request: bytes | None) -> dict | None:
+    """A stored request body that carries a `messages` list (chat or Messages API), decoded; else None."""
+    body = json_object(request)
     return body if isinstance(body, dict) and isinstance(body.get("messages"), list) and body["messages"] else None
 
 
