@@ -37,6 +37,7 @@ BATCH_BYTES = 8 << 20           # and bytes per transaction
 QUEUE_RECORDS = 10_000
 QUEUE_BYTES = 64 << 20
 SLACK = 1.25                    # producers that cannot wait may exceed the bounds by this factor
+LINGER_S = 0.010               # after the first record of a batch, wait this long for more (see _take)
 JOB_TIMEOUT_S = 30.0            # barriers / run() give up after this (503), even if the thread hangs
 DEGRADED_DRAIN_S = 5.0          # how long a stop keeps retrying a failing disk before it gives up
 _RETRY_MIN_S, _RETRY_MAX_S = 0.05, 2.0
@@ -91,6 +92,8 @@ class Writer:
         self._bytes = 0
         self._inflight = 0  # taken by the thread, not yet written
         self._stripped = 0  # the first `_stripped` queued items hold no bodies any more
+        self._idle = False   # the thread waits for a first item: only then does a record wake it
+        self._urgent = False  # a barrier or a job someone awaits is queued: no lingering
         self._lock = threading.Lock()
         self._has_items = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="modelux-writer", daemon=True)
@@ -131,11 +134,17 @@ class Writer:
     def submit_nowait(self, item: Any) -> None:
         """For code that must not await (a cancelled stream's cleanup): appends, then sheds past the bounds."""
         size = _size(item)
+        urgent = isinstance(item, _Barrier) or (isinstance(item, _Job) and item.own_errors)
         with self._lock:
             self._q.append([item, size])
             self._bytes += size
             self._shed()
-            self._has_items.notify()
+            if urgent:
+                self._urgent = True
+            # Waking the thread costs a futex call and a GIL hand-over on the loop's core: a record
+            # wakes it only when it sleeps idle; one that lingers collects records until its timeout.
+            if urgent or self._idle or len(self._q) >= BATCH_MAX:
+                self._has_items.notify()
 
     def _shed(self) -> None:
         """Bodies of the oldest records first, then the oldest records; jobs and barriers are kept."""
@@ -265,9 +274,17 @@ class Writer:
             pass
 
     def _take(self) -> list:
+        """The next batch. After the first item arrives the thread lingers LINGER_S for more: one
+        transaction, one wake-up and one commit per batch instead of per call (at one call at a
+        time the per-call commit and wake-up cost as much CPU as the call itself), unless a
+        barrier or an awaited job is queued or the batch is full."""
         with self._lock:
             while not self._q and not self._stopping.is_set():
+                self._idle = True
                 self._has_items.wait()
+            self._idle = False
+            if not (self._urgent or self._stopping.is_set() or self.degraded) and len(self._q) < BATCH_MAX:
+                self._has_items.wait(LINGER_S)
             items, size = [], 0
             while self._q and len(items) < BATCH_MAX and (size < BATCH_BYTES or not items):
                 item, n = self._q.popleft()
@@ -276,6 +293,7 @@ class Writer:
                 items.append(item)
             self._stripped = max(0, self._stripped - len(items))
             self._inflight = len(items)
+            self._urgent = bool(self._q)  # a backlog (or an urgent item left behind) is taken without lingering
             return items
 
     def _put_back(self, items: list) -> None:
