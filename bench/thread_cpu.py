@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench import _wrk
+from bench import _wrk, peers
 from bench._harness import Context, start_proxy, start_upstream, write_proxy_config
 from bench.overhead import FEATURES, ROUTING, _body
 
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--proxy-args", default="")
+    ap.add_argument("--floor", action="store_true", help="measure bench/floor.py (the bare pass-through) instead")
     args = ap.parse_args()
     out = Path(tempfile.mkdtemp(prefix="modelux-threadcpu-"))
     ctx = Context(args=argparse.Namespace(quick=False, proxy_cmd=None, proxy_args=args.proxy_args), workdir=out,
@@ -47,7 +48,10 @@ def main() -> None:
     write_proxy_config(cfg, up_url, {"bench": ROUTING})
     with open(cfg / "modelux.toml", "a") as f:
         f.write(FEATURES)
-    proxy, origin = start_proxy(ctx, cfg, out / "data", prefix=["taskset", "-c", "0"])
+    if args.floor:
+        proxy, origin, _ = peers.start_floor(ctx, up_url, ["taskset", "-c", "0"])
+    else:
+        proxy, origin = start_proxy(ctx, cfg, out / "data", prefix=["taskset", "-c", "0"])
     try:
         head, tail = _body("@fast", args.mode == "stream", {"run_id": "threadcpu-1"})
         lua = _wrk.script(out / "load.lua", head, tail)

@@ -289,7 +289,7 @@ class InProcessServer:
 
         import uvicorn
 
-        from ..proxy.app import create_app
+        from ..proxy.app import asgi_app
         from ..runtime import Runtime
 
         logging.getLogger("modelux").setLevel(logging.ERROR)  # the demo prints its own account
@@ -297,7 +297,7 @@ class InProcessServer:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.rt = Runtime(paths)
-        config = uvicorn.Config(create_app(self.rt), host="127.0.0.1", port=port, log_level="warning",
+        config = uvicorn.Config(asgi_app(self.rt), host="127.0.0.1", port=port, log_level="warning",
                                 access_log=False, lifespan="on")
         self.server = uvicorn.Server(config)
         self.server.install_signal_handlers = lambda: None  # not the main thread

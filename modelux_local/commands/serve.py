@@ -124,7 +124,7 @@ class FreezeWhenWarm:
 def run(args) -> int:
     import uvicorn
 
-    from ..proxy.app import create_app
+    from ..proxy.app import asgi_app
     from ..runtime import Runtime
     from .http_limits import protocol_for
 
@@ -158,7 +158,7 @@ def run(args) -> int:
     rt.writer.after_batch.append(FreezeWhenWarm())
     if not args.quiet:
         rt.hooks.add(CallLog())
-    app = create_app(rt)
+    app = asgi_app(rt)
     from .cassette_cmd import banner_line, playback_for  # --cassette / --on-miss, and the dev cache
 
     pb = playback_for(args)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import time
 from contextlib import asynccontextmanager
@@ -14,11 +13,12 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from .. import __version__
-from ..errors import ModeluxError, NotFound, Unauthorized
+from ..errors import ModeluxError, NotFound
 from ..export import live as live_otlp
 from ..runtime import Runtime
 from . import control, management, messages, replay_routes, responses
 from .errors import JSON, error_response, on_http_exception, on_unexpected
+from .fast import FastRoutes, check_token
 from .gateway import Gateway
 from .limits import read_body
 
@@ -33,6 +33,12 @@ def on_modelux_error(request: Request, e: ModeluxError) -> Response:
     return error_response(e)
 
 
+def asgi_app(rt: Runtime) -> FastRoutes:
+    """What the server serves: the hot routes (proxy/fast.py) in front of the Litestar app."""
+    app = create_app(rt)
+    return FastRoutes(app, app.state.gateway, rt, os.environ.get("MODELUX_TOKEN") or None)
+
+
 def create_app(rt: Runtime, *, manage_lifecycle: bool = True, openapi: bool = False) -> Litestar:
     """`openapi`: build the OpenAPI schema (served at /schema/openapi.json); off when serving,
     used by the schema tests."""
@@ -42,13 +48,15 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True, openapi: bool = Fa
 
     @post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        return await gw.chat(await read_body(request, rt.configs.server.limits), request.headers,
-                             receive=request.receive)
+        reply = await gw.chat(await read_body(request, rt.configs.server.limits), request.headers,
+                              receive=request.receive)
+        return reply.response()
 
     @post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
-        return await gw.embeddings(await read_body(request, rt.configs.server.limits), request.headers,
-                                   receive=request.receive)
+        reply = await gw.embeddings(await read_body(request, rt.configs.server.limits), request.headers,
+                                    receive=request.receive)
+        return reply.response()
 
     @get("/v1/models")
     async def models() -> Response:
@@ -97,13 +105,9 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True, openapi: bool = Fa
                       "reload": rt.reload_status.as_dict(),
                       "aliases": {n: sorted(rc.aliases) for n, rc in cs.routing.items()}})
 
-    def check_token(request: Request) -> None:
-        if token is None or request.url.path == "/healthz":
-            return
-        # anthropic-style clients may send the key as x-api-key instead of a bearer token
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or request.headers.get("x-api-key", "")
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise Unauthorized("this server requires MODELUX_TOKEN as the bearer token (the client's api_key)")
+    def before_request(request: Request) -> None:
+        if token is not None and request.url.path != "/healthz":
+            check_token(request.headers, token)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar):
@@ -122,7 +126,7 @@ def create_app(rt: Runtime, *, manage_lifecycle: bool = True, openapi: bool = Fa
     app = Litestar(
         route_handlers=[chat_completions, embeddings, models, healthz, get_run, get_call, config_status, *extra],
         exception_handlers={ModeluxError: on_modelux_error, HTTPException: on_http_exception, Exception: on_unexpected},
-        before_request=check_token if token else None,
+        before_request=before_request if token else None,
         lifespan=[lifespan],
         request_max_body_size=None,  # read_body enforces [limits] max_body_mb while reading, and follows reloads
         openapi_config=OpenAPIConfig(title="modelux-local", version=__version__) if openapi else None,

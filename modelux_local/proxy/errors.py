@@ -10,16 +10,14 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from ..calls import error_body
-from ..errors import ModeluxError, UpstreamError
+from ..errors import ModeluxError
+from .reply import JSON, error_reply
 
 log = logging.getLogger("modelux.proxy")
-JSON = "application/json"
 
 
 def error_response(e: ModeluxError, headers: dict | None = None) -> Response:
-    if isinstance(e, UpstreamError) and e.body is not None and e.category is None:
-        return Response(e.body, status_code=e.status, media_type=JSON, headers=headers)
-    return Response(error_body(e.message, e.type, e.code, e.param), status_code=e.status, media_type=JSON, headers=headers)
+    return error_reply(e, headers).response()
 
 
 def on_http_exception(_: Request, e: HTTPException) -> Response:

@@ -11,17 +11,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
-from litestar import Response
-from litestar.response import Stream
 
 from ..calls import CallContext, ChatOutcome, Dispatcher, Forward, Sink, StreamFormat, new_call_id
 from ..core.tags import TagError, parse_tags, pop_body_tags
 from ..errors import AllTargetsFailed, BadRequest
 from ..runtime import Runtime
-from .errors import JSON, error_body, error_response
+from .errors import error_body
 from .limits import decode_request
+from .reply import Reply, error_reply
 
-__all__ = ["CallContext", "ChatOutcome", "Gateway", "OpenAISSE", "StreamFormat", "new_call_id", "until_disconnect"]
+__all__ = ["CallContext", "ChatOutcome", "Gateway", "OpenAISSE", "Reply", "StreamFormat", "error_reply", "new_call_id",
+           "until_disconnect"]
 
 _decode = msgspec.json.Decoder().decode
 _DONE = b"data: [DONE]\n\n"
@@ -83,24 +83,22 @@ class Gateway:
 
     # -- chat completions ------------------------------------------------------------------
 
-    async def chat(self, raw: bytes, headers: Any, endpoint: str = "chat", receive: Any = None) -> Response:
+    async def chat(self, raw: bytes, headers: Any, endpoint: str = "chat", receive: Any = None) -> Reply:
         clock = (time.time(), time.perf_counter())
         body, tags = self._parse(raw, headers)
         try:
             out = await until_disconnect(receive, self.start_chat(body, raw, tags, endpoint, clock=clock,
                                                                   cache=headers.get("x-mlx-cache")))
         except ClientGone:
-            return Response(b"", status_code=499)  # nobody reads it; the call is recorded as client_closed
+            return Reply(499, {})  # nobody reads it; the call is recorded as client_closed
         if out.error is not None:
             if isinstance(out.error, AllTargetsFailed):
                 e = out.error
-                body502 = error_body(e.message, e.type, e.code, None, attempts=out.attempts)
-                return Response(body502, status_code=502, media_type=JSON, headers=out.headers)
-            return error_response(out.error, out.headers)
+                return Reply(502, out.headers, error_body(e.message, e.type, e.code, None, attempts=out.attempts))
+            return error_reply(out.error, out.headers)
         if out.result is not None:
-            return Response(out.result.body, status_code=200, media_type=JSON, headers=out.headers)
-        return Stream(out.stream(OpenAISSE(out.wants_usage)), status_code=200, media_type="text/event-stream",
-                      headers={**_SSE_HEADERS, **out.headers})
+            return Reply(200, out.headers, out.result.body)
+        return Reply(200, {**_SSE_HEADERS, **out.headers}, stream=out.stream(OpenAISSE(out.wants_usage)))
 
     async def start_chat(self, body: dict, raw: bytes, tags: dict[str, str], endpoint: str = "chat", *,
                          clock: tuple[float, float] | None = None, forward: Forward | None = None,
@@ -112,17 +110,17 @@ class Gateway:
 
     # -- embeddings ------------------------------------------------------------------------
 
-    async def embeddings(self, raw: bytes, headers: Any, receive: Any = None) -> Response:
+    async def embeddings(self, raw: bytes, headers: Any, receive: Any = None) -> Reply:
         clock = (time.time(), time.perf_counter())
         body, tags = self._parse(raw, headers)
         try:
             out = await until_disconnect(receive, self.dispatcher.embeddings(
                 self.rt.snapshot, body, raw, tags, clock=clock, cache=headers.get("x-mlx-cache")))
         except ClientGone:
-            return Response(b"", status_code=499)
+            return Reply(499, {})
         if out.error is not None:
-            return error_response(out.error, out.headers)
-        return Response(out.result.body, status_code=200, media_type=JSON, headers=out.headers)
+            return error_reply(out.error, out.headers)
+        return Reply(200, out.headers, out.result.body)
 
 
 class OpenAISSE(StreamFormat):

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from ..config.schema import LimitsSection
-from ..errors import BadRequest, BodyTooLarge
+from ..errors import BadRequest, BodyTooLarge, ModeluxError
 
 _decode = msgspec.json.Decoder().decode
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -23,24 +23,48 @@ def body_limit(limits: LimitsSection) -> int:
     return int(limits.max_body_mb * 1024 * 1024)
 
 
-def _too_large(size: str, limit: int) -> BodyTooLarge:
+def too_large(size: str, limit: int) -> BodyTooLarge:
     return BodyTooLarge(f"request body is {size} bytes; the limit is {limit} ([limits] max_body_mb)")
 
 
+class ClientLeft(ModeluxError):
+    """The client disconnected before its request body was read: nobody is left to answer."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed"
+
+
 async def read_body(request: Any, limits: LimitsSection) -> bytes:
+    """A Litestar request's body within [limits] (see read_asgi_body)."""
+    return await read_asgi_body(request.receive, request.headers.get("content-length"), body_limit(limits))
+
+
+async def read_asgi_body(receive: Any, declared: str | None, limit: int) -> bytes:
     """The request body, refused with a 413 as soon as it passes the limit: a declared
     Content-Length over it is refused before a byte is read, and a chunked body stops there."""
-    limit = body_limit(limits)
-    declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(declared, limit)
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
+        raise too_large(declared, limit)
+    msg = await receive()
+    if msg["type"] != "http.request":
+        raise ClientLeft("the client disconnected before sending its request body")
+    body = msg.get("body", b"")
+    if not msg.get("more_body"):  # the usual case: the whole body in one message
+        if len(body) > limit:
+            raise too_large(str(len(body)), limit)
+        return body
+    parts, size = [body], len(body)
+    while msg.get("more_body"):
         if size > limit:
-            raise _too_large(f"more than {limit}", limit)
+            raise too_large(f"more than {limit}", limit)
+        msg = await receive()
+        if msg["type"] != "http.request":
+            raise ClientLeft("the client disconnected before sending its request body")
+        chunk = msg.get("body", b"")
         parts.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise too_large(f"more than {limit}", limit)
     return b"".join(parts)
 
 
@@ -75,7 +99,7 @@ def decode_request(raw: bytes, limits: LimitsSection) -> dict:
     """A request body as a JSON object within [limits]; BadRequest / BodyTooLarge naming the key otherwise."""
     limit = body_limit(limits)
     if len(raw) > limit:
-        raise _too_large(str(len(raw)), limit)
+        raise too_large(str(len(raw)), limit)
     if json_depth_exceeds(raw, limits.max_json_depth):
         raise BadRequest(f"request body nests deeper than {limits.max_json_depth} levels ([limits] max_json_depth)")
     try:
