@@ -2,6 +2,7 @@
 through the @embedder alias (the mock's deterministic embedder), via a real server."""
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -136,3 +137,28 @@ def test_since_leaves_out_calls_older_than_the_window(world):
     assert hits("--since", "3d") == {old, new}
     api = server.get("/mlx/v1/search", params={"q": "zeppelin", "since": "24h"}).json()["results"]
     assert [r["call_id"] for r in api] == [new]
+
+
+def test_extract_text_reads_the_usual_shapes_and_any_other_the_same_way():
+    """The typed fast path (chat, Messages, embeddings shapes) and the generic path agree: odd
+    shapes (a message that is not an object, a string `choices`) fall back and give the same text."""
+    from modelux_local.storage.search import extract_text
+
+    req = {"model": "m", "system": [{"type": "text", "text": "sys"}], "tools": [{"type": "function"}],
+           "messages": [{"role": "user", "content": ["a", {"type": "text", "text": "b"}, {"type": "tool_result",
+                                                                                       "content": [{"text": "c"}]},
+                                                   {"type": "tool_use", "input": {"q": 1}}]},
+                        {"role": "assistant", "content": None,
+                         "tool_calls": [{"function": {"name": "f", "arguments": '{"x":1}'}}, {"id": "no-fn"}]}]}
+    resp = {"id": "x", "usage": {"prompt_tokens": 1},
+            "choices": [{"message": {"content": "answer", "tool_calls": [{"function": {"name": "g"}}]}},
+                        {"message": None}],
+            "content": [{"type": "text", "text": "anthropic"}], "error": {"message": "boom"}}
+    prompt, answer = "sys\na\nb\nc\n{\"q\":1}\nf {\"x\":1}", "answer\ng\nanthropic\nboom"
+    assert extract_text(json.dumps(req).encode(), json.dumps(resp).encode()) == (prompt, answer)
+    odd_req = {**req, "messages": [*req["messages"], "not an object", 5]}
+    odd_resp = {**resp, "choices": [*resp["choices"], {"message": "text"}, 7]}
+    assert extract_text(json.dumps(odd_req).encode(), json.dumps(odd_resp).encode()) == (prompt, answer)
+    assert extract_text(b'{"input": ["e1", "e2"]}', b'{"data": [{"embedding": [0.1]}]}') == ("e1\ne2", "")
+    assert extract_text(b"not json", b"[1, 2]") == ("", "")
+    assert extract_text(None, b'{"choices": "x"}') == ("", "")

@@ -236,3 +236,33 @@ def test_a_batch_gives_the_same_run_rollups_as_one_call_at_a_time(tmp_path):
     q = "SELECT * FROM runs ORDER BY run_id"
     assert batch.execute(q).fetchall() == single.execute(q).fetchall()
     assert batch.execute("SELECT count(*), sum(calls) FROM runs").fetchone() == (3, 12)
+
+
+def test_small_bodies_are_stored_raw_big_ones_compressed_and_every_older_form_still_reads(tmp_path):
+    """Below MIN_COMPRESS a body skips zstd (the codec byte says so); above it, it is compressed;
+    rows written when the threshold was lower (a small body compressed) and raw legacy rows still
+    decode byte for byte."""
+    from modelux_local.storage import bodies
+    from modelux_local.storage.bodies import CODEC, CODEC_NONE, KIND_BODY, MIN_COMPRESS, BodyEncoder, compress
+
+    conn = open_db(tmp_path / "b.db")
+    enc = BodyEncoder(conn)
+    small = b'{"id": "chatcmpl-1", "choices": [{"message": {"content": "h\\u00e9llo \xc3\xa9"}}], "usage": {}}' * 5
+    big = json.dumps({"choices": [{"message": {"content": "weiter " * 400}}]}).encode()
+    assert len(small) < MIN_COMPRESS <= len(big)
+    stored_small, stored_big = enc.response(small), enc.response(big)
+    assert stored_small == MAGIC + bytes((KIND_BODY, CODEC_NONE)) + small
+    assert stored_big[:4] == MAGIC + bytes((KIND_BODY, CODEC)) and len(stored_big) < len(big) // 4
+    small_request = enc.request(small, "run-s", 1.0)
+    assert small_request == stored_small  # a short request is stored whole, the same way
+    # a small body compressed, as the previous threshold (256 bytes) stored it
+    old_small = MAGIC + bytes((KIND_BODY,)) + bytes((CODEC,)) + bodies._zc.compress(small)
+    with conn:
+        conn.executemany("INSERT INTO calls (call_id, started_at, endpoint, status, http_status, request, response) "
+                         "VALUES (?, 0, 'chat', 'ok', 200, ?, ?)",
+                         [("raw", small_request, stored_small), ("big", None, stored_big), ("old", old_small, old_small),
+                          ("legacy", small, big)])
+    got = {cid: (decode_body(conn, q), decode_body(conn, r))
+           for cid, q, r in conn.execute("SELECT call_id, request, response FROM calls")}
+    assert got == {"raw": (small, small), "big": (None, big), "old": (small, small), "legacy": (small, big)}
+    assert compress(small)[0] == CODEC_NONE and compress(big)[0] == CODEC

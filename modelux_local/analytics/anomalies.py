@@ -40,12 +40,15 @@ _enc_sorted = msgspec.json.Encoder(order="sorted")
 
 
 def _normalise(x: Any) -> Any:
+    """Whitespace runs in strings collapsed, recursively (strings are inlined: most values are)."""
     if isinstance(x, str):
         return " ".join(x.split())
     if isinstance(x, list):
-        return [_normalise(v) for v in x]
+        return [" ".join(v.split()) if isinstance(v, str) else _normalise(v) if isinstance(v, (list, dict)) else v
+                for v in x]
     if isinstance(x, dict):
-        return {k: _normalise(v) for k, v in x.items()}
+        return {k: " ".join(v.split()) if isinstance(v, str) else _normalise(v) if isinstance(v, (list, dict)) else v
+                for k, v in x.items()}
     return x
 
 

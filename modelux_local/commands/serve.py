@@ -66,14 +66,78 @@ class Unannounce(Addon):
 
 
 class CallLog(Addon):
+    """One line per call, written from the writer thread so the hot path never formats logs."""
+
     def after_batch(self, conn, records) -> None:
-        """One line per call, written from the writer thread so the hot path never formats logs."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        lines = []
         for r in records:
             u = r.usage
             cost = nanos_to_usd(r.cost_nanos)
-            log.info("%s %s %s -> %s/%s %s %s %dms%s%s", r.run_id or "-", r.endpoint, r.alias or r.model, r.provider,
-                     r.model, r.http_status, r.status, r.latency_ms, f" {u.input_tokens}+{u.output_tokens} tok" if u else "",
-                     f" {format_usd(cost)}" if cost is not None else (" unpriced" if u else ""))
+            lines.append("%s %s %s -> %s/%s %s %s %dms%s%s" % (
+                r.run_id or "-", r.endpoint, r.alias or r.model, r.provider, r.model, r.http_status, r.status,
+                r.latency_ms, f" {u.input_tokens}+{u.output_tokens} tok" if u else "",
+                f" {format_usd(cost)}" if cost is not None else (" unpriced" if u else "")))
+        log_lines(log, logging.INFO, lines)
+
+
+def log_lines(logger: logging.Logger, level: int, lines: list[str]) -> None:
+    """`logger.log(level, line)` for each line: the same text to the same handlers, at a fraction
+    of the cost (the writer logged each call at ~35 us of CPU). The lines of a batch share one
+    timestamp, and a plain StreamHandler with a plain Formatter (what `serve` configures) formats
+    the line's prefix and suffix once and gets all lines in one write and one flush. Other
+    handlers (files, test capture, custom formatters) get one LogRecord per line as usual."""
+    if not lines or not logger.isEnabledFor(level):
+        return
+    template = logger.makeRecord(logger.name, level, "(unknown file)", 0, _SENTINEL, None, None)
+    if logger.filters and not logger.filter(template):
+        return
+    per_line: list[logging.LogRecord] | None = None
+    c: logging.Logger | None = logger
+    found = 0
+    while c is not None:
+        for h in c.handlers:
+            found += 1
+            if level < h.level:
+                continue
+            text = _one_write(h, template, lines)
+            if text is not None:
+                h.acquire()
+                try:
+                    h.stream.write(text)
+                    h.flush()
+                except Exception:
+                    h.handleError(template)
+                finally:
+                    h.release()
+                continue
+            if per_line is None:
+                per_line = [logger.makeRecord(logger.name, level, "(unknown file)", 0, line, None, None) for line in lines]
+            for rec in per_line:
+                h.handle(rec)
+        c = c.parent if c.propagate else None
+    if not found and logging.lastResort is not None and level >= logging.lastResort.level:
+        for line in lines:
+            logging.lastResort.handle(logger.makeRecord(logger.name, level, "(unknown file)", 0, line, None, None))
+
+
+_SENTINEL = "\x00modelux-line\x00"
+
+
+def _one_write(h: logging.Handler, template: logging.LogRecord, lines: list[str]) -> str | None:
+    """The text a plain StreamHandler would write for `lines`, or None for any other handler."""
+    if type(h) is not logging.StreamHandler or h.filters:
+        return None
+    fmt = h.formatter or logging._defaultFormatter
+    if type(fmt) is not logging.Formatter:
+        return None
+    template.msg = _SENTINEL
+    head, sep, tail = fmt.format(template).partition(_SENTINEL)
+    if not sep or _SENTINEL in tail:
+        return None
+    tail += h.terminator
+    return "".join([head + line + tail for line in lines])
 
 
 def _port_taken(host: str, port: int) -> str | None:

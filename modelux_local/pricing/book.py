@@ -56,12 +56,14 @@ class Rates:
     input_nanos: float = field(init=False)
     output_nanos: float = field(init=False)
     cached_nanos: float = field(init=False)
+    _trace: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_nanos", float(self.input) * 1000)
         object.__setattr__(self, "output_nanos", float(self.output) * 1000)
         object.__setattr__(self, "cached_nanos", float(self.cached_input) * 1000 if self.cached_input is not None
                            else self.input_nanos)
+        object.__setattr__(self, "_trace", self._build_trace())
 
     def estimate_nanos(self, u: Usage) -> int:
         """Float approximation of `cost_nanos` (base tier; cache writes at the input rate)."""
@@ -70,6 +72,9 @@ class Rates:
                    + u.output_tokens * self.output_nanos)
 
     def as_trace(self) -> dict:
+        return dict(self._trace)  # a copy: it joins each call's stored decision
+
+    def _build_trace(self) -> dict:
         d = {"source": self.source, "input_per_mtok": float(self.input), "output_per_mtok": float(self.output)}
         if self.cached_input is not None:
             d["cached_input_per_mtok"] = float(self.cached_input)

@@ -37,8 +37,16 @@ class Plan:
     targets: tuple[TargetPlan, ...]   # in the order they will be tried
     retries: Retries
     candidates: tuple[TargetPlan, ...] = field(default=())  # as declared, for the trace
+    _trace: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def trace(self) -> dict:
+        """What the call's stored `decision` starts with. Built once per plan (an alias's plan is
+        shared by its requests) on the writer thread; shared: callers copy it, never change it."""
+        if self._trace is None:
+            object.__setattr__(self, "_trace", self._build_trace())
+        return self._trace
+
+    def _build_trace(self) -> dict:
         return {
             "requested": self.alias,
             "config": self.config,

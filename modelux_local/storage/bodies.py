@@ -33,7 +33,11 @@ CODEC_NONE, CODEC_ZLIB, CODEC_ZSTD = 0x6E, 0x64, 0x7A
 # a message's last_at is the latest start of a call referencing it, refreshed at most every TOUCH_S:
 # so every referencing call started before last_at + TOUCH_S, and retention keeps that much slack
 TOUCH_S = 3600.0
-MIN_COMPRESS = 256  # smaller payloads are stored as they are: a few bytes saved would cost a zstd call each
+# smaller payloads are stored as they are (codec byte CODEC_NONE, which every version reads): a zstd
+# call costs ~10 us of the writer's CPU whatever the size below a few KB (its fixed setup), a third of
+# a small chat call's whole write, for a few hundred bytes saved. A chat call's row (the decision JSON
+# alone is ~1 KB) fits one 4 KB page either way.
+MIN_COMPRESS = 1024
 MIN_SPLIT = 1024   # smaller requests are stored whole: a few short messages are not worth a scan and rows
 ARRAY_KEYS = (b'"messages"', b'"input"')
 

@@ -44,20 +44,40 @@ def _mask_json(obj: Any, secrets: Iterable[str]) -> Any:
     return obj if masked is raw else msgspec.json.decode(masked)
 
 
+_encoded: dict[tuple[str, ...], tuple[bytes, ...]] = {}
+_enc = msgspec.json.Encoder()
+
+
+def _has(blob: bytes, secrets: tuple[bytes, ...]) -> bool:
+    for s in secrets:
+        if s in blob:
+            return True
+    return False
+
+
 def mask_record(rec: CallRecord, secrets: tuple[str, ...]) -> None:
+    """Masks every secret out of the record, in place. A record holding none (nearly all) costs
+    one substring search per secret per part: the JSON parts are checked in one encoding, and
+    masked one by one (re-encoded, replaced, decoded) only when a secret is in them."""
     if not secrets:
         return
+    raw = _encoded.get(secrets)
+    if raw is None:
+        if len(_encoded) > 16:  # config reloads change the secrets: keep only recent sets
+            _encoded.clear()
+        raw = _encoded[secrets] = tuple(s.encode() for s in secrets)
     if rec.error:
         rec.error = _mask_str(rec.error, secrets)
-    if isinstance(rec.request, bytes):
+    if isinstance(rec.request, bytes) and _has(rec.request, raw):
         rec.request = _mask_bytes(rec.request, secrets)
-    if isinstance(rec.response, bytes):
+    if isinstance(rec.response, bytes) and _has(rec.response, raw):
         rec.response = _mask_bytes(rec.response, secrets)
-    if rec.stream_events:
+    if rec.stream_events and _has(b"\n".join(rec.stream_events), raw):
         rec.stream_events = [_mask_bytes(e, secrets) for e in rec.stream_events]
-    rec.attempts = _mask_json(rec.attempts, secrets)
-    rec.tags = _mask_json(rec.tags, secrets)
-    rec.decision = _mask_json(rec.decision, secrets)
-    if rec.raw_usage is not None:
-        rec.raw_usage = _mask_json(rec.raw_usage, secrets)
-
+    # a secret in one part's encoding is in the encoding of the four (the converse may not hold: checked below)
+    if _has(_enc.encode((rec.attempts, rec.tags, rec.decision, rec.raw_usage)), raw):
+        rec.attempts = _mask_json(rec.attempts, secrets)
+        rec.tags = _mask_json(rec.tags, secrets)
+        rec.decision = _mask_json(rec.decision, secrets)
+        if rec.raw_usage is not None:
+            rec.raw_usage = _mask_json(rec.raw_usage, secrets)

@@ -35,27 +35,27 @@ CHUNK = 2_000
 
 # -- text extraction ------------------------------------------------------------------------
 
-def _texts(content: Any) -> Iterable[str]:
-    """Text of an OpenAI/Anthropic message `content`: a string or a list of parts."""
+def _texts(content: Any, out: list[str]) -> None:
+    """Appends the text of an OpenAI/Anthropic message `content`: a string or a list of parts."""
     if isinstance(content, str):
-        yield content
+        out.append(content)
     elif isinstance(content, list):
         for part in content:
             if isinstance(part, str):
-                yield part
+                out.append(part)
             elif isinstance(part, dict):
                 if isinstance(part.get("text"), str):
-                    yield part["text"]
+                    out.append(part["text"])
                 elif "content" in part:  # anthropic tool_result blocks
-                    yield from _texts(part["content"])
+                    _texts(part["content"], out)
                 elif isinstance(part.get("input"), dict):  # anthropic tool_use blocks
-                    yield msgspec.json.encode(part["input"]).decode()
+                    out.append(msgspec.json.encode(part["input"]).decode())
 
 
-def _tool_calls(msg: dict) -> Iterable[str]:
-    for tc in msg.get("tool_calls") or []:
+def _tool_calls(tool_calls: Any, out: list[str]) -> None:
+    for tc in tool_calls or []:
         fn = (tc.get("function") or {}) if isinstance(tc, dict) else {}
-        yield f"{fn.get('name') or ''} {fn.get('arguments') or ''}".strip()
+        out.append(f"{fn.get('name') or ''} {fn.get('arguments') or ''}".strip())
 
 
 def _decode(body: Any) -> Any:
@@ -67,30 +67,89 @@ def _decode(body: Any) -> Any:
         return None
 
 
+# The usual shapes, decoded typed: only the fields searched are built (not the model, tools,
+# usage, ids...). A body of another shape fails validation and takes the generic path, which
+# gives the same text for the bodies both accept.
+class _Msg(msgspec.Struct):
+    content: Any = None
+    tool_calls: Any = None
+
+
+class _Req(msgspec.Struct):
+    system: Any = None
+    messages: list[_Msg] | None = None
+    input: Any = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Msg | None = None
+
+
+class _Resp(msgspec.Struct):
+    choices: list[_Choice] | None = None
+    content: Any = None
+    error: Any = None
+
+
+_dec_req = msgspec.json.Decoder(_Req)
+_dec_resp = msgspec.json.Decoder(_Resp)
+
+
+def _prompt(request: Any, out: list[str]) -> None:
+    try:
+        req = _dec_req.decode(request)
+    except msgspec.DecodeError:  # ValidationError included: another shape, or not JSON
+        req = _decode(request)
+        if isinstance(req, dict):
+            _texts(req.get("system"), out)
+            for m in req.get("messages") or []:
+                if isinstance(m, dict):
+                    _texts(m.get("content"), out)
+                    _tool_calls(m.get("tool_calls"), out)
+            _texts(req.get("input"), out)  # embeddings requests
+        return
+    _texts(req.system, out)
+    for m in req.messages or ():
+        _texts(m.content, out)
+        _tool_calls(m.tool_calls, out)
+    _texts(req.input, out)
+
+
+def _answer(response: Any, out: list[str]) -> None:
+    try:
+        resp = _dec_resp.decode(response)
+    except msgspec.DecodeError:
+        resp = _decode(response)
+        if isinstance(resp, dict):
+            for ch in resp.get("choices") or []:
+                msg = ch.get("message") if isinstance(ch, dict) else None
+                if isinstance(msg, dict):
+                    _texts(msg.get("content"), out)
+                    _tool_calls(msg.get("tool_calls"), out)
+            _texts(resp.get("content"), out)  # anthropic messages shape
+            err = resp.get("error")
+            if isinstance(err, dict) and isinstance(err.get("message"), str):
+                out.append(err["message"])
+        return
+    for ch in resp.choices or ():
+        if ch.message is not None:
+            _texts(ch.message.content, out)
+            _tool_calls(ch.message.tool_calls, out)
+    _texts(resp.content, out)
+    err = resp.error
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        out.append(err["message"])
+
+
 def extract_text(request: Any, response: Any) -> tuple[str, str]:
     """(prompt, response) text of one call from its stored bodies; never raises."""
     prompt: list[str] = []
-    req = _decode(request)
-    if isinstance(req, dict):
-        prompt += _texts(req.get("system"))
-        for m in req.get("messages") or []:
-            if isinstance(m, dict):
-                prompt += _texts(m.get("content"))
-                prompt += _tool_calls(m)
-        prompt += _texts(req.get("input"))  # embeddings requests
     answer: list[str] = []
-    resp = _decode(response)
-    if isinstance(resp, dict):
-        for ch in resp.get("choices") or []:
-            msg = ch.get("message") if isinstance(ch, dict) else None
-            if isinstance(msg, dict):
-                answer += _texts(msg.get("content"))
-                answer += _tool_calls(msg)
-        answer += _texts(resp.get("content"))  # anthropic messages shape
-        err = resp.get("error")
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            answer.append(err["message"])
-    return "\n".join(p for p in prompt if p)[:MAX_TEXT], "\n".join(a for a in answer if a)[:MAX_TEXT]
+    if request is not None:
+        _prompt(request, prompt)
+    if response is not None:
+        _answer(response, answer)
+    return "\n".join([p for p in prompt if p])[:MAX_TEXT], "\n".join([a for a in answer if a])[:MAX_TEXT]
 
 
 # -- indexing -------------------------------------------------------------------------------
