@@ -318,7 +318,7 @@ class Dispatcher:
         on_chunk = self.hooks.on_chunk
         events: list[bytes] = []
         status, http_status, error, ttft = "client_closed", 200, None, None
-        held = b""  # what a hook's exception mid-read leaves to send before the error event
+        held = b""  # bytes not sent yet: the last batch (sent with the end) or those before a hook's exception
         batches, batch = up.batches, up.head
         up.head = None
         try:
@@ -355,12 +355,14 @@ class Dispatcher:
                     _close(up)
                     break
                 batch = None
-                if out:
+                if up.ending:  # the provider's last batch: held, to go out with the end in one write
+                    held += out
+                elif out:
                     yield out
-            yield fmt.end(status == "ok")
+            yield held + fmt.end(status == "ok")
         except UpstreamError as e:  # failed after the stream started: no fallback possible any more
             status, http_status, error = "error", e.upstream_status or 502, e.message
-            yield fmt.fail(http_status, e.message, "upstream_error", e.category)
+            yield held + fmt.fail(http_status, e.message, "upstream_error", e.category)
             yield fmt.end(False)
         except Exception as e:  # a bug of ours (or a hook's) mid-stream: end the stream with an error event
             log.exception("stream of call %s failed", ctx.call_id)

@@ -47,10 +47,11 @@ class ChatStream:
     kind), so the relay works per read and not per chunk; `head` is a first batch read already
     (the provider read it before answering, so a dead stream still fails where routing can fall
     back). `events` is the same chunks one at a time (setting it replaces `batches`): a provider
-    may give either.
+    may give either. `ending` is set by a provider that knows the batch it just gave is the last
+    (the read held `[DONE]`): the relay then sends the end of the stream with it, in one write.
     """
 
-    __slots__ = ("batches", "head", "raw_usage", "close")
+    __slots__ = ("batches", "head", "raw_usage", "close", "ending")
 
     def __init__(self, events: AsyncIterator[bytes] | None = None, raw_usage: list[Any] | None = None,
                  close: Any = None, *, batches: AsyncIterator[list[bytes]] | None = None,
@@ -59,6 +60,7 @@ class ChatStream:
         self.head = head
         self.raw_usage: list[Any] = raw_usage if raw_usage is not None else []  # provider-reported usage, as seen
         self.close = close  # plain (sync) callable that drops the upstream request; must not await
+        self.ending = False
 
     @property
     def events(self) -> AsyncIterator[bytes]:

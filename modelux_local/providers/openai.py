@@ -90,14 +90,15 @@ class OpenAIProvider(HTTPProviderBase):
                                  body=body)
         # the first read's chunks are read now: a broken or empty stream still raises where routing
         # can retry or fall back, before the client has seen a byte. close() drops the connection.
-        batches = self._batches(resp)
+        stream = ChatStream(close=resp.close)
+        stream.batches = batches = self._batches(resp, stream)
         try:
-            head = await batches.__anext__()
+            stream.head = await batches.__anext__()
         except StopAsyncIteration:  # cannot happen (an empty stream raises), but stay an empty stream
-            head = []
-        return with_deadline(ChatStream(batches=batches, head=head, close=resp.close), req, self.name)
+            pass
+        return with_deadline(stream, req, self.name)
 
-    async def _batches(self, resp: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
+    async def _batches(self, resp: aiohttp.ClientResponse, stream: ChatStream) -> AsyncIterator[list[bytes]]:
         """The `data:` payloads of the SSE stream, each checked, until [DONE]: one list per read
         of the upstream (what aiohttp has buffered), so the relay's work is per read, not per chunk.
         The chunks before an invalid one are still yielded (relayed and recorded) before it raises."""
@@ -120,6 +121,7 @@ class OpenAIProvider(HTTPProviderBase):
                             yield batch[:i]
                         raise invalid_answer(self.name, f"stream event {seen + i + 1}: {why}", body=payload)
                 seen += len(batch)
+                stream.ending = sse.done  # this read held [DONE]: nothing but the end follows
                 yield batch
             if not seen:
                 raise invalid_answer(self.name, "the stream ended before its first chunk")
