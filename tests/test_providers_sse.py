@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from modelux_local.providers._sse import StreamIncomplete, iter_sse_data
+from modelux_local.providers._sse import SSEData, StreamIncomplete, iter_sse_data
 
 from .conftest import client_for
 from .fakes.openai_upstream import FakeOpenAI
@@ -84,6 +84,19 @@ async def test_done_stops_and_a_stream_without_it_is_incomplete():
     for cut in (b'data: {"x": 1}\n\ndata: {"y": 2}', b'data: {"x": 1}\n\n', b"", b'data: {"x": 1}\n\ndata: {"y"'):
         with pytest.raises(StreamIncomplete):
             await _payloads(cut, 3)
+
+
+def test_one_read_gives_its_payloads_as_one_list_and_done_ends_it():
+    sse = SSEData()
+    assert sse.feed(b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: {"c"') == [b'{"a":1}', b'{"b":2}']
+    assert sse.feed(b':3}\n\n') == [b'{"c":3}'] and not sse.done
+    assert sse.feed(b"data: \n\n: ping\n\n") == []
+    assert sse.feed(b'data: {"d":4}\n\ndata: [DONE]\n\ndata: {"after":1}\n\n') == [b'{"d":4}'] and sse.done
+    sse.finish()  # fine: [DONE] came
+    with pytest.raises(StreamIncomplete, match="cut inside an event"):
+        cut = SSEData()
+        cut.feed(b'data: {"a":1}\n\ndata: {"b"')
+        cut.finish()
 
 
 # ---------------------------------------------------------------- shared translation refusals

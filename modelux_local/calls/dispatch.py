@@ -73,10 +73,19 @@ class ChatOutcome:
 
 
 class StreamFormat:
-    """Turns the relayed OpenAI chunk payloads into an endpoint's SSE bytes."""
+    """Turns the relayed OpenAI chunk payloads into an endpoint's SSE bytes.
+
+    `frame` renders the payloads of one upstream read as one piece of bytes (one write to the
+    client); a format may override it with something cheaper than joining its `payload`s."""
 
     def payload(self, payload: bytes) -> bytes | None:
         raise NotImplementedError
+
+    def frame(self, payloads: list[bytes]) -> bytes:
+        render = self.payload
+        if len(payloads) == 1:
+            return render(payloads[0]) or b""
+        return b"".join([out for p in payloads if (out := render(p))])
 
     def fail(self, status: int, message: str, type_: str, code: str | None) -> bytes:
         raise NotImplementedError
@@ -309,34 +318,57 @@ class Dispatcher:
         on_chunk = self.hooks.on_chunk
         events: list[bytes] = []
         status, http_status, error, ttft = "client_closed", 200, None, None
+        held = b""  # bytes not sent yet: the last batch (sent with the end) or those before a hook's exception
+        batches, batch = up.batches, up.head
+        up.head = None
         try:
-            async for payload in up.events:
+            while True:
+                if not batch:  # one list per upstream read (the head: read before the answer started)
+                    try:
+                        batch = await batches.__anext__()
+                    except StopAsyncIteration:
+                        status = "ok"
+                        break
+                    if not batch:
+                        continue
                 if ttft is None:
                     ttft = (time.perf_counter() - call.t0) * 1000
-                events.append(payload)
+                events += batch
                 cut = None
-                for hook in on_chunk:
-                    cut = cut or hook(ctx, payload)
+                if on_chunk:
+                    for i, payload in enumerate(batch):  # each hook sees each chunk, in order
+                        try:
+                            for hook in on_chunk:
+                                cut = cut or hook(ctx, payload)
+                        except Exception:  # as if chunk by chunk: the ones before it reach the client
+                            del events[len(events) - len(batch) + i + 1:]
+                            held = fmt.frame(batch[:i]) if i else b""
+                            raise
+                        if cut:
+                            del events[len(events) - len(batch) + i + 1:]  # recorded up to the chunk that cut
+                            batch = batch[:i]
+                            break
+                out = fmt.frame(batch) if batch else b""
                 if cut:
                     status, http_status, error = "aborted", 402, cut
-                    yield fmt.fail(402, cut, "insufficient_quota", "run_budget_exceeded")
+                    yield out + fmt.fail(402, cut, "insufficient_quota", "run_budget_exceeded")
                     _close(up)
                     break
-                out = fmt.payload(payload)
-                if out:
+                batch = None
+                if up.ending:  # the provider's last batch: held, to go out with the end in one write
+                    held += out
+                elif out:
                     yield out
-            else:
-                status = "ok"
-            yield fmt.end(status == "ok")
+            yield held + fmt.end(status == "ok")
         except UpstreamError as e:  # failed after the stream started: no fallback possible any more
             status, http_status, error = "error", e.upstream_status or 502, e.message
-            yield fmt.fail(http_status, e.message, "upstream_error", e.category)
+            yield held + fmt.fail(http_status, e.message, "upstream_error", e.category)
             yield fmt.end(False)
         except Exception as e:  # a bug of ours (or a hook's) mid-stream: end the stream with an error event
             log.exception("stream of call %s failed", ctx.call_id)
             status, http_status, error = "error", 500, f"internal error: {type(e).__name__}"
             _close(up)
-            yield fmt.fail(500, error, "server_error", "internal_error")
+            yield held + fmt.fail(500, error, "server_error", "internal_error")
             yield fmt.end(False)
         finally:
             if status == "client_closed":

@@ -4,8 +4,8 @@ Both SSE readers split raw reads into lines themselves (`_Lines`) instead of usi
 `StreamReader.readline`, because aiohttp refuses a line longer than its buffer high-water mark
 (128 KiB), and a tool call's arguments or a local server's big chunk can exceed that.
 
-- `iter_sse_data`: the openai kind's hot path. The payload bytes of each `data:` line, never
-  decoded, until `data: [DONE]`.
+- `SSEData`: the openai kind's hot path. The payload bytes of the `data:` lines of each read,
+  never decoded, until `data: [DONE]`; `iter_sse_data` yields them one at a time.
 - `iter_sse`: whole events (`event:` name, `data:` lines joined), decoded, for the translating
   kinds.
 - `prefetch` / `stream_closer`: how a translated stream is opened and dropped.
@@ -55,27 +55,55 @@ class StreamIncomplete(Exception):
     """The upstream closed the stream cleanly but before its terminator (or mid-line)."""
 
 
-async def iter_sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """The payload of each `data:` line, stripped, as bytes, until `data: [DONE]`.
+class SSEData:
+    """The openai kind's splitter: `feed(read)` gives the payloads of the `data:` lines that read
+    completes (stripped bytes, never decoded), as one list, so a stream is handled per upstream read
+    and not per event. After `data: [DONE]`, `done` is set and the rest of the read is ignored.
 
-    One yield per data line, not per event: an OpenAI-compatible server sends each chunk's
-    JSON on a single line. Blank separators, `event:`/`id:` lines and `:` comments are skipped.
-    Raises StreamIncomplete when the body ends without `[DONE]` or inside a line: a cut stream
-    must not pass for a finished one.
+    One payload per data line, not per event: an OpenAI-compatible server sends each chunk's JSON
+    on a single line. Blank separators, `event:`/`id:` lines, `:` comments and empty payloads are
+    skipped. `finish()` at the end of the body raises StreamIncomplete unless `[DONE]` came (or is
+    the unterminated last line): a cut stream must not pass for a finished one.
     """
-    lines = _Lines()
+
+    __slots__ = ("_lines", "done")
+
+    def __init__(self) -> None:
+        self._lines = _Lines()
+        self.done = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        lines = self._lines.feed(chunk)
+        if not lines:
+            return []
+        out = [line[5:].strip() for line in lines if line.startswith(b"data:")]
+        if b"[DONE]" in out or b"" in out:  # rare: the end, or an empty payload
+            if b"[DONE]" in out:
+                del out[out.index(b"[DONE]"):]
+                self.done = True
+            out = [p for p in out if p]
+        return out
+
+    def finish(self) -> None:
+        """At the end of the body: fine after [DONE] (also an unterminated last line), else StreamIncomplete."""
+        if self.done:
+            return
+        rest = self._lines.rest().strip()
+        if rest == b"data: [DONE]" or rest == b"data:[DONE]":
+            self.done = True
+            return  # a last line without its newline, but complete
+        raise StreamIncomplete("the stream was cut inside an event" if rest else "the stream ended without data: [DONE]")
+
+
+async def iter_sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The payload of each `data:` line, one at a time, until `data: [DONE]` (see SSEData)."""
+    sse = SSEData()
     async for chunk in content.iter_any():
-        for line in lines.feed(chunk):
-            if line.startswith(b"data:"):
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    return
-                if payload:
-                    yield payload
-    rest = lines.rest().strip()
-    if rest == b"data: [DONE]" or rest == b"data:[DONE]":
-        return  # a last line without its newline, but complete
-    raise StreamIncomplete("the stream was cut inside an event" if rest else "the stream ended without data: [DONE]")
+        for payload in sse.feed(chunk):
+            yield payload
+        if sse.done:
+            return
+    sse.finish()
 
 
 @dataclass(slots=True)

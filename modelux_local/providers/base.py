@@ -36,43 +36,82 @@ class ChatResult:
     raw_usage: Any = None              # the usage exactly as the provider reported it
 
 
-@dataclass(slots=True)
 class ChatStream:
     """An open upstream stream whose status was already 200.
 
-    `events` yields the JSON payload of each OpenAI `chat.completion.chunk` (bytes, without the
+    Its chunks are the JSON payloads of OpenAI `chat.completion.chunk`s (bytes, without the
     `data: ` prefix and without `[DONE]`). Providers always request/emit the final usage chunk
     (`choices: []`, `usage: {...}`); the proxy hides it from clients that did not ask for it.
+
+    `batches` yields them as lists, one list per upstream read where the provider can (the openai
+    kind), so the relay works per read and not per chunk; `head` is a first batch read already
+    (the provider read it before answering, so a dead stream still fails where routing can fall
+    back). `events` is the same chunks one at a time (setting it replaces `batches`): a provider
+    may give either. `ending` is set by a provider that knows the batch it just gave is the last
+    (the read held `[DONE]`): the relay then sends the end of the stream with it, in one write.
     """
 
-    events: AsyncIterator[bytes]
-    raw_usage: list[Any] = field(default_factory=list)  # provider-reported usage, appended as seen
-    close: Any = None  # plain (sync) callable that drops the upstream request; must not await
+    __slots__ = ("batches", "head", "raw_usage", "close", "ending")
+
+    def __init__(self, events: AsyncIterator[bytes] | None = None, raw_usage: list[Any] | None = None,
+                 close: Any = None, *, batches: AsyncIterator[list[bytes]] | None = None,
+                 head: list[bytes] | None = None):
+        self.batches: AsyncIterator[list[bytes]] = batches if batches is not None else _one_each(events)
+        self.head = head
+        self.raw_usage: list[Any] = raw_usage if raw_usage is not None else []  # provider-reported usage, as seen
+        self.close = close  # plain (sync) callable that drops the upstream request; must not await
+        self.ending = False
+
+    @property
+    def events(self) -> AsyncIterator[bytes]:
+        """The chunks one at a time (the head first); takes the head."""
+        head, self.head = self.head, None
+        return _each(head, self.batches)
+
+    @events.setter
+    def events(self, events: AsyncIterator[bytes]) -> None:
+        self.batches, self.head = _one_each(events), None
+
+
+async def _one_each(events: AsyncIterator[bytes] | None) -> AsyncIterator[list[bytes]]:
+    if events is None:
+        return
+    async for e in events:
+        yield [e]
+
+
+async def _each(head: list[bytes] | None, batches: AsyncIterator[list[bytes]]) -> AsyncIterator[bytes]:
+    for e in head or ():
+        yield e
+    async for batch in batches:
+        for e in batch:
+            yield e
 
 
 def with_deadline(stream: ChatStream, req: ChatRequest, provider: str) -> ChatStream:
     """Ends `stream` with a timeout error once `req.stream_timeout_s` has passed since the
     request started: a trickling upstream (each chunk inside timeout_s) cannot hold a call for ever."""
     if req.stream_timeout_s:
-        stream.events = _until(stream.events, req.started + req.stream_timeout_s, req.stream_timeout_s, provider)
+        stream.batches = _until(stream.batches, req.started + req.stream_timeout_s, req.stream_timeout_s, provider)
     return stream
 
 
-async def _until(events: AsyncIterator[bytes], deadline: float, limit_s: float, provider: str) -> AsyncIterator[bytes]:
-    it = events.__aiter__()
+async def _until(batches: AsyncIterator[list[bytes]], deadline: float, limit_s: float,
+                 provider: str) -> AsyncIterator[list[bytes]]:
+    it = batches.__aiter__()
     while True:
         left = deadline - time.monotonic()
         try:
             if left <= 0:
                 raise TimeoutError
-            chunk = await asyncio.wait_for(it.__anext__(), left)  # cancels the read (and its connection) on time
+            batch = await asyncio.wait_for(it.__anext__(), left)  # cancels the read (and its connection) on time
         except StopAsyncIteration:
             return
         except TimeoutError:
             await _aclose(it)
             raise UpstreamError(f"{provider}: stream timed out: still streaming after stream_timeout_s = {limit_s:g} s",
                                 status=504, category="timeout") from None
-        yield chunk
+        yield batch
 
 
 async def _aclose(it: Any) -> None:

@@ -16,7 +16,7 @@ import msgspec
 from ..config.schema import ProviderConfig
 from ._http import NETWORK_ERRORS, HTTPProviderBase, invalid_answer
 from ._openai_shapes import checked_model, error_object
-from ._sse import StreamIncomplete, iter_sse_data, prefetch
+from ._sse import SSEData, StreamIncomplete
 from .base import ChatRequest, ChatResult, ChatStream, with_deadline
 
 _JSON = {"content-type": "application/json"}
@@ -88,20 +88,41 @@ class OpenAIProvider(HTTPProviderBase):
             why = _invalid_reason(body, "choices") if "json" in ctype else None
             raise invalid_answer(self.name, why or f"a stream was asked for, the answer is {ctype.split(';')[0]}",
                                  body=body)
-        # the first event is read now: a broken or empty stream still raises where routing can
-        # retry or fall back, before the client has seen a byte. close() drops the connection.
-        return with_deadline(ChatStream(events=await prefetch(self._events(resp)), close=resp.close), req, self.name)
-
-    async def _events(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-        """The `data:` payloads of the SSE stream, each checked, until [DONE]."""
-        ended, seen = False, 0
+        # the first read's chunks are read now: a broken or empty stream still raises where routing
+        # can retry or fall back, before the client has seen a byte. close() drops the connection.
+        stream = ChatStream(close=resp.close)
+        stream.batches = batches = self._batches(resp, stream)
         try:
-            async for payload in iter_sse_data(resp.content):
-                why = _invalid_reason(payload, "choices", chunk=True)
-                if why:
-                    raise invalid_answer(self.name, f"stream event {seen + 1}: {why}", body=payload)
-                seen += 1
-                yield payload
+            stream.head = await batches.__anext__()
+        except StopAsyncIteration:  # cannot happen (an empty stream raises), but stay an empty stream
+            pass
+        return with_deadline(stream, req, self.name)
+
+    async def _batches(self, resp: aiohttp.ClientResponse, stream: ChatStream) -> AsyncIterator[list[bytes]]:
+        """The `data:` payloads of the SSE stream, each checked, until [DONE]: one list per read
+        of the upstream (what aiohttp has buffered), so the relay's work is per read, not per chunk.
+        The chunks before an invalid one are still yielded (relayed and recorded) before it raises."""
+        ended, seen = False, 0
+        sse = SSEData()
+        content = resp.content
+        try:
+            while not sse.done:
+                data = await content.readany()
+                if not data:
+                    sse.finish()
+                    break
+                batch = sse.feed(data)
+                if not batch:
+                    continue
+                for i, payload in enumerate(batch):
+                    why = _invalid_reason(payload, "choices", chunk=True)
+                    if why:
+                        if i:
+                            yield batch[:i]
+                        raise invalid_answer(self.name, f"stream event {seen + i + 1}: {why}", body=payload)
+                seen += len(batch)
+                stream.ending = sse.done  # this read held [DONE]: nothing but the end follows
+                yield batch
             if not seen:
                 raise invalid_answer(self.name, "the stream ended before its first chunk")
             ended = True

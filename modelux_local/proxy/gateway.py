@@ -135,6 +135,17 @@ class OpenAISSE(StreamFormat):
                 payload = payload.replace(b',"usage":null', b"")
         return b"data: " + payload + b"\n\n"
 
+    def frame(self, payloads: list[bytes]) -> bytes:
+        """One read's payloads as one piece of SSE: joined, then cleaned in one pass."""
+        if self.wants_usage:
+            return b"data: " + b"\n\ndata: ".join(payloads) + b"\n\n"
+        payloads = [p for p in payloads if not _is_usage_only(p)]
+        if not payloads:
+            return b""
+        out = b"data: " + b"\n\ndata: ".join(payloads) + b"\n\n"
+        # present only because we asked for usage (no match can span two events: none holds a newline)
+        return out.replace(b',"usage":null', b"") if b',"usage":null' in out else out
+
     def fail(self, status: int, message: str, type_: str, code: str | None) -> bytes:
         return b"data: " + error_body(message, type_, code) + b"\n\n"
 
