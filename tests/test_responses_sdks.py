@@ -77,6 +77,7 @@ def test_readme_agents_sdk_recipe_on_every_kind(env, alias):
 def test_readme_pydantic_ai_recipe(env):
     out = run_recipe(env, "responses-pydantic-ai")
     assert "city=" in out and "summary=" in out
+    env.srv.get("/mlx/v1/runs")  # waits for the writer (it batches calls for a few ms before committing)
     db = apsw.Connection(str(env.srv.db_path), flags=apsw.SQLITE_OPEN_READONLY)
     rows = db.execute("SELECT endpoint, status, request FROM calls ORDER BY started_at DESC LIMIT 2").fetchall()
     assert [(r[0], r[1]) for r in rows] == [("responses", "ok")] * 2
