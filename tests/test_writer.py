@@ -325,3 +325,28 @@ async def test_records_arriving_one_by_one_share_transactions_and_a_barrier_does
     print(f"slowest barrier {slowest * 1000:.1f} ms")
     assert slowest < writer_mod.LINGER_S, f"a barrier took {slowest * 1000:.1f} ms: it waited for the linger"
     await asyncio.to_thread(w.close)
+
+
+async def test_the_wal_is_copied_back_by_the_checkpointer_not_inside_the_writers_commits(tmp_path):
+    """SQLite's autocheckpoint ran inside the writer's commits and stalled calls; the writer's
+    connection has it off and a Checkpointer thread copies the WAL back once it passes
+    `checkpoint_pages`. So the database file grows while the server runs, and the WAL stays bounded."""
+    w = Writer(tmp_path / "m.db")
+    w.checkpoint_pages = 20
+    w.start()
+    base = (tmp_path / "m.db").stat().st_size
+    for i in range(400):
+        rec = record(i)
+        rec.request = os.urandom(900).hex().encode()  # ~1.8 KB each, incompressible
+        w.submit_nowait(rec)
+        if i % 50 == 49:
+            await w.barrier()
+    await w.barrier()
+    deadline = time.monotonic() + 10
+    while w._checkpointer.done == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert w._checkpointer.done >= 1 and w._checkpointer.failures == 0
+    assert (tmp_path / "m.db").stat().st_size > base + 400_000, "nothing was copied back from the WAL"
+    await asyncio.to_thread(w.close)
+    db = apsw.Connection(str(tmp_path / "m.db"))
+    assert db.execute("SELECT count(*) FROM calls").fetchone()[0] == 400
