@@ -175,9 +175,12 @@ def test_declared_oversize_body_is_refused_before_it_is_read(server):
     assert err["code"] == "request_too_large" and "max_body_mb" in err["message"]
 
 
-def test_chunked_oversize_body_is_cut_while_reading(server):
-    head = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"transfer-encoding: chunked\r\n\r\n")
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/embeddings"])
+def test_chunked_oversize_body_is_cut_while_reading(server, path):
+    """Every route a call comes through reads its body within the limit (/v1/responses once read
+    it whole, whatever its size)."""
+    head = (f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            "transfer-encoding: chunked\r\n\r\n").encode()
     piece = b" " * 65536
     chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
     answer, sent = _raw_request(server.port, head, (chunk for _ in range(50 * 16)))  # 50 MB offered

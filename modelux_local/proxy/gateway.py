@@ -63,6 +63,11 @@ class Gateway:
     def __init__(self, rt: Runtime):
         self.rt = rt
         self.dispatcher = Dispatcher(rt.hooks, Sink(rt.writer.submit, rt.writer.submit_nowait))
+        # POST routes proxy/fast.py serves without Litestar: path -> (handler(raw, headers, receive=)
+        # -> Reply, how that route renders a ModeluxError raised before its handler runs).
+        # /v1/messages and /v1/responses add themselves when their routes are made.
+        self.fast_routes: dict[str, tuple[Callable[..., Awaitable[Reply]], Callable[[Any], Reply]]] = {
+            "/v1/chat/completions": (self.chat, error_reply), "/v1/embeddings": (self.embeddings, error_reply)}
 
     # -- request parsing -------------------------------------------------------------------
 

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
-from litestar.response import Stream
 
 from ..core.tags import TagError, parse_tags, pop_body_tags
 from ..errors import AllTargetsFailed, BadRequest, ModelNotFound, ModeluxError, UpstreamError
@@ -51,6 +51,7 @@ from ..providers.anthropic_in import _tags as tags_in_metadata
 from .errors import JSON
 from .gateway import ChatOutcome, ClientGone, Gateway, StreamFormat, until_disconnect
 from .limits import read_body
+from .reply import Reply
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -61,8 +62,7 @@ def anthropic_error_type(status: int) -> str:
     return ERROR_TYPE.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
 
 
-def error_response(e: ModeluxError, headers: dict[str, str] | None = None,
-                   attempts: list[dict] | None = None) -> Response:
+def error_reply(e: ModeluxError, headers: dict[str, str] | None = None, attempts: list[dict] | None = None) -> Reply:
     """A ModeluxError as Anthropic's error body; an upstream's own message is kept."""
     if isinstance(e, UpstreamError) and e.body is not None and e.category is None:
         body = openai_error_to_anthropic(e.status, e.body)  # a passed-through 4xx: its message, its status
@@ -72,7 +72,12 @@ def error_response(e: ModeluxError, headers: dict[str, str] | None = None,
         body["error"]["code"] = e.code
     if attempts and isinstance(e, AllTargetsFailed):
         body["error"]["attempts"] = attempts
-    return Response(_encode(body), status_code=e.status, media_type=JSON, headers=headers)
+    return Reply(e.status, headers or {}, _encode(body))
+
+
+def error_response(e: ModeluxError, headers: dict[str, str] | None = None,
+                   attempts: list[dict] | None = None) -> Response:
+    return error_reply(e, headers, attempts).response()
 
 
 class AnthropicSSE(StreamFormat):
@@ -140,19 +145,33 @@ class PassthroughSSE(StreamFormat):
         return b"event: error\ndata: " + _encode(err) + b"\n\n"
 
 
-def render(out: ChatOutcome, pt: passthrough.Passthrough | None = None) -> Response:
+def render(out: ChatOutcome, pt: passthrough.Passthrough | None = None) -> Reply:
     if out.error is not None:
-        return error_response(out.error, out.headers, out.attempts)
+        return error_reply(out.error, out.headers, out.attempts)
     model = out.target.model
     native = pt is not None and pt.native
     if out.result is not None:
         if native:
-            return Response(pt.native_answer, status_code=200, media_type=JSON, headers=out.headers)
+            return Reply(200, out.headers, pt.native_answer)
         answer = openai_response_to_anthropic(_decode(out.result.body), model)
-        return Response(_encode(answer), status_code=200, media_type=JSON, headers=out.headers)
+        return Reply(200, out.headers, _encode(answer))
     fmt = PassthroughSSE() if native else AnthropicSSE(model)
-    return Stream(out.stream(fmt), status_code=200, media_type="text/event-stream",
-                  headers={**_SSE_HEADERS, **out.headers})
+    return Reply(200, {**_SSE_HEADERS, **out.headers}, stream=out.stream(fmt))
+
+
+async def create_message(gw: Gateway, raw: bytes, headers: Any, receive: Any = None) -> Reply:
+    """POST /v1/messages, served by proxy/fast.py (and by the Litestar route below for the schema)."""
+    clock = (time.time(), time.perf_counter())
+    try:
+        openai_body, tags, pt = _prepare(gw, raw, headers)
+        out = await until_disconnect(receive, gw.start_chat(openai_body, raw, tags, "messages", clock=clock,
+                                                            forward=pt.forward, stamp=pt.stamp,
+                                                            cache=headers.get("x-mlx-cache")))
+    except ModeluxError as e:
+        return error_reply(e)
+    except ClientGone:
+        return Reply(499, {})  # nobody reads it; the call is recorded as client_closed
+    return render(out, pt)
 
 
 def estimate_input_tokens(body: dict[str, Any]) -> int:
@@ -165,21 +184,12 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
 
 
 def routes(rt, gw: Gateway) -> list:
+    gw.fast_routes["/v1/messages"] = (partial(create_message, gw), error_reply)
+
     @post("/v1/messages", status_code=200)
     async def messages(request: Request) -> Response:
-        clock = (time.time(), time.perf_counter())
         raw = await read_body(request, gw.rt.configs.server.limits)
-        try:
-            openai_body, tags, pt = _prepare(gw, raw, request.headers)
-            out = await until_disconnect(request.receive, gw.start_chat(openai_body, raw, tags, "messages",
-                                                                        clock=clock, forward=pt.forward,
-                                                                        stamp=pt.stamp,
-                                                                        cache=request.headers.get("x-mlx-cache")))
-        except ModeluxError as e:
-            return error_response(e)
-        except ClientGone:
-            return Response(b"", status_code=499)  # nobody reads it; the call is recorded as client_closed
-        return render(out, pt)
+        return (await create_message(gw, raw, request.headers, request.receive)).response()
 
     @post("/v1/messages/count_tokens", status_code=200)
     async def count_tokens(request: Request) -> Response:

@@ -26,7 +26,6 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, delete, get, post
-from litestar.response import Stream
 
 from ..errors import AllTargetsFailed, BadRequest, ModeluxError, NotFound, UpstreamError
 from ..providers import responses_native as native
@@ -41,9 +40,11 @@ from ..providers.responses_out import (
     sse,
 )
 from ..storage.responses_store import StoredResponse, delete_response, load_response, save_job
-from .errors import JSON, error_body, error_response
+from .errors import JSON, error_body
 from .gateway import ChatOutcome, ClientGone, Gateway, StreamFormat, until_disconnect
+from .limits import read_body
 from .messages import _tags as merge_tags
+from .reply import Reply, error_reply
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -178,28 +179,22 @@ class ResponsesSSE(StreamFormat):
         return out
 
 
-def render_error(out: ChatOutcome) -> Response:
-    e = out.error
-    if isinstance(e, AllTargetsFailed):
-        return Response(error_body(e.message, e.type, e.code, None, attempts=out.attempts), status_code=502,
-                        media_type=JSON, headers=out.headers)
-    return error_response(e, out.headers)
-
-
-def render(out: ChatOutcome, turn: Turn) -> Response:
+def render(out: ChatOutcome, turn: Turn) -> Reply:
     if out.error is not None:
-        return render_error(out)
+        e = out.error
+        if isinstance(e, AllTargetsFailed):
+            return Reply(502, out.headers, error_body(e.message, e.type, e.code, None, attempts=out.attempts))
+        return error_reply(e, out.headers)
     model = out.target.model
     if out.result is not None:
         if turn.native:
             turn.remember(out.call_id, _decode(turn.native_answer))
-            return Response(turn.native_answer, status_code=200, media_type=JSON, headers=out.headers)
+            return Reply(200, out.headers, turn.native_answer)
         answer = chat_to_response(_decode(out.result.body), turn.shell(model))
         turn.remember(out.call_id, answer)
-        return Response(_encode(answer), status_code=200, media_type=JSON, headers=out.headers)
+        return Reply(200, out.headers, _encode(answer))
     fmt = NativeSSE(turn, out.call_id) if turn.native else ResponsesSSE(turn, out.call_id, model)
-    return Stream(out.stream(fmt), status_code=200, media_type="text/event-stream",
-                  headers={**_SSE_HEADERS, **out.headers})
+    return Reply(200, {**_SSE_HEADERS, **out.headers}, stream=out.stream(fmt))
 
 
 async def prepare(gw: Gateway, state: ResponseState, raw: bytes, headers: Any) -> tuple[Turn, dict[str, str]]:
@@ -230,19 +225,25 @@ async def prepare(gw: Gateway, state: ResponseState, raw: bytes, headers: Any) -
 def routes(rt, gw: Gateway) -> list:
     state = ResponseState(rt)
 
-    @post("/v1/responses", status_code=200)
-    async def create(request: Request) -> Response:
+    async def create_response(raw: bytes, headers: Any, receive: Any = None) -> Reply:
+        """POST /v1/responses, served by proxy/fast.py (and by the Litestar route below for the schema)."""
         clock = (time.time(), time.perf_counter())
-        raw = await request.body()
         try:
-            turn, tags = await prepare(gw, state, raw, request.headers)
-            out = await until_disconnect(request.receive, gw.start_chat(
+            turn, tags = await prepare(gw, state, raw, headers)
+            out = await until_disconnect(receive, gw.start_chat(
                 turn.chat_body | {}, raw, tags, "responses", clock=clock, forward=turn.forward))
         except ModeluxError as e:
-            return error_response(e)
+            return error_reply(e)
         except ClientGone:
-            return Response(b"", status_code=499)  # nobody reads it; the call is recorded as client_closed
+            return Reply(499, {})  # nobody reads it; the call is recorded as client_closed
         return render(out, turn)
+
+    gw.fast_routes["/v1/responses"] = (create_response, error_reply)
+
+    @post("/v1/responses", status_code=200)
+    async def create(request: Request) -> Response:
+        raw = await read_body(request, gw.rt.configs.server.limits)
+        return (await create_response(raw, request.headers, request.receive)).response()
 
     @get("/v1/responses/{response_id:str}")
     async def retrieve(response_id: str) -> Response:
