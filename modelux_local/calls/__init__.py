@@ -6,7 +6,8 @@ the semantic indexer all make their calls through `Dispatcher`, each with its ow
 
 Following a chat completion (`POST /v1/chat/completions`) from the route to the writer and back:
 
-1. proxy/app.py `chat_completions` reads the body and calls `proxy.gateway.Gateway.chat`, which
+1. proxy/fast.py (the call routes as bare ASGI, ahead of Litestar) reads the body within the
+   limits and calls `proxy.gateway.Gateway.chat`, which
    decodes it, takes the tags out (`mlx:tags`, `x-mlx-*` headers), and calls
    `Dispatcher.start_chat(snapshot, body, raw, tags, "chat")` (this package, dispatch.py).
 2. `start_chat` resolves the model through the snapshot's router (`Dispatcher.resolve`; an
@@ -17,8 +18,9 @@ Following a chat completion (`POST /v1/chat/completions`) from the route to the 
    provider (`chat` / `chat_stream`). This is the one place outside routing/ that calls it.
 4. Non-stream: `_finish` builds the `CallRecord`, settles the `after` hooks, and the sink puts
    it on the writer queue; the outcome (`ChatOutcome`) goes back to the gateway, which renders
-   JSON. Stream: the outcome carries `stream(fmt)`; the gateway wraps it in an SSE response and
-   `_relay` passes chunks on through the `on_chunk` hooks, and records when the stream ends.
+   JSON as a `Reply` (proxy/reply.py). Stream: the outcome carries `stream(fmt)`; the reply carries it,
+   and `_relay` passes each upstream read on as one frame (the `on_chunk` hooks still see every
+   chunk), and records when the stream ends.
 5. Whatever way a call ends after admission — answer, refusal, upstream error, an exception
    of ours (a recorded 500), the client gone (`client_closed`) — `_finish` records it once and
    settles every hook once. The writer thread (storage/writer.py) stores the record and runs
