@@ -25,9 +25,10 @@ import os
 import shutil
 import statistics
 import time
+from pathlib import Path
 
 from bench import _wrk
-from bench._harness import Context, get_json, start_proxy, start_upstream, write_proxy_config
+from bench._harness import Context, Proc, get_json, start_proxy, start_upstream, write_proxy_config
 from bench._load import drive, session, summarise
 
 DESCRIPTION = "gateway latency, req/s and CPU per request vs direct, the floor and (--peer) LiteLLM"
@@ -38,6 +39,18 @@ FEATURES = ('\n[[budgets]]\nmatch = {}\nmax_cost_usd = 1000000.0\nmax_calls = 10
             '\n[[webhooks]]\nurl = "http://127.0.0.1:9/never"\nevents = ["run.aborted", "anomaly.loop"]\n')
 MODES = {"chat": False, "stream": True}
 PATHS = ("direct", "floor", "ours")
+
+
+def pinned_upstream(ctx: Context, out: Path) -> tuple[Proc, str, Path]:
+    """For the single-cell tools (profile_proxy, thread_cpu): this process and the fake upstream
+    on core 1, and a config dir that routes @fast to it with every feature on, as `overhead` does."""
+    os.sched_setaffinity(0, {1})
+    upstream, up_url = start_upstream(ctx)
+    cfg = out / "config"
+    write_proxy_config(cfg, up_url, {"bench": ROUTING})
+    with open(cfg / "modelux.toml", "a") as f:
+        f.write(FEATURES)
+    return upstream, up_url, cfg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

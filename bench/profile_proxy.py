@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import shutil
 import subprocess
 import sys
@@ -21,8 +20,8 @@ import time
 from pathlib import Path
 
 from bench import _wrk
-from bench._harness import Context, start_proxy, start_upstream, write_proxy_config
-from bench.overhead import FEATURES, ROUTING, _body
+from bench._harness import Context, start_proxy
+from bench.overhead import _body, pinned_upstream
 
 
 def main() -> None:
@@ -39,12 +38,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     ctx = Context(args=argparse.Namespace(quick=False, proxy_cmd=None, proxy_args=""), workdir=out, json_mode=False)
-    os.sched_setaffinity(0, {1})
-    upstream, up_url = start_upstream(ctx)
-    cfg = out / "config"
-    write_proxy_config(cfg, up_url, {"bench": ROUTING})
-    with open(cfg / "modelux.toml", "a") as f:
-        f.write(FEATURES)
+    upstream, up_url, cfg = pinned_upstream(ctx, out)
     proxy, origin = start_proxy(ctx, cfg, out / "data", prefix=["taskset", "-c", "0"])
     try:
         head, tail = _body("@fast", args.mode == "stream", {"run_id": "profile-1"})

@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 
 from bench import _wrk, peers
-from bench._harness import Context, start_proxy, start_upstream, write_proxy_config
-from bench.overhead import FEATURES, ROUTING, _body
+from bench._harness import Context, start_proxy
+from bench.overhead import _body, pinned_upstream
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -42,12 +42,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="modelux-threadcpu-"))
     ctx = Context(args=argparse.Namespace(quick=False, proxy_cmd=None, proxy_args=args.proxy_args), workdir=out,
                   json_mode=False)
-    os.sched_setaffinity(0, {1})
-    upstream, up_url = start_upstream(ctx)
-    cfg = out / "config"
-    write_proxy_config(cfg, up_url, {"bench": ROUTING})
-    with open(cfg / "modelux.toml", "a") as f:
-        f.write(FEATURES)
+    upstream, up_url, cfg = pinned_upstream(ctx, out)
     if args.floor:
         proxy, origin, _ = peers.start_floor(ctx, up_url, ["taskset", "-c", "0"])
     else:
