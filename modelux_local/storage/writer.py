@@ -230,7 +230,8 @@ class Writer:
             self._has_items.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        self._checkpointer.stop()
+        # within what is left of `timeout` (a checkpoint cut short only leaves WAL for the next open)
+        self._checkpointer.stop(max(0.1, self._stop_at + timeout - time.monotonic()))
 
     @property
     def pending(self) -> int:
