@@ -247,7 +247,6 @@ class Writer:
     # -- the thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        _lower_priority()
         try:
             self._conn = self._open()
         except BaseException as e:  # noqa: BLE001
@@ -454,7 +453,7 @@ class Writer:
                 i.fail(e)
 
 
-WRITER_NICE = 10
+CHECKPOINT_NICE = 10
 
 
 class Checkpointer:
@@ -502,13 +501,11 @@ class Checkpointer:
 
 
 def _lower_priority() -> None:
-    """Lets the event loop's thread win the CPU whenever both want it. On one core the writer's
-    SQLite work (inserts, commits, checkpoints: C code that holds no GIL) otherwise takes whole
-    scheduler slices while a call waits: the calls' p99 at one call at a time was 20+ ms. With a
-    lower priority the writer runs in the loop's idle time; when it falls behind, the bounded
-    queue makes producers wait, which gives it the core back (Linux: a thread's own nice value)."""
+    """The checkpointer's copying runs in the event loop's idle time (Linux: a thread's own nice).
+    Not the writer's: at a lower priority it fell behind under saturation (scripts/soak: 5,916
+    answered calls queued and lost to a SIGKILL against the 512 bound) for ~10% more req/s."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECKPOINT_NICE)
     except (AttributeError, OSError):  # not Linux, or not allowed: the default priority is correct, only slower
         pass
 
