@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from ..providers.base import ChatResult, ChatStream
-from ..storage.record_rows import assemble_stream
+from ..storage.assemble import assemble_stream
 from .format import Entry
 
 _enc = msgspec.json.Encoder()

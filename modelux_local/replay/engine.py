@@ -29,7 +29,7 @@ from ..providers import build_provider
 from ..providers.anthropic_in import anthropic_request_to_openai
 from ..providers.responses_in import responses_request_to_chat
 from ..routing import Plan, Router
-from ..storage.record_rows import assemble_stream
+from ..storage.assemble import assemble_stream
 from .selection import OriginalCall, OriginalRun
 
 _enc = msgspec.json.Encoder().encode

@@ -159,6 +159,7 @@ class BodyEncoder:
         # call_id -> spans of the messages its run's previous request did not have, for the search
         # index (storage/search.index_batch), which then indexes each message of a run once; reset per batch
         self.fresh: dict[str, list[tuple[int, int]]] = {}
+        self.rowids: dict[str, int] = {}  # call_id -> rowid of the batch's rows (RETURNING), for the same index
         # a rolled-back batch takes the message rows it inserted with it: the caches must not outlive them
         conn.set_rollback_hook(self.forget)
 

@@ -1,4 +1,4 @@
-"""Turning CallRecords into rows: pricing, stream assembly, and the per-run rollup."""
+"""Turning CallRecords into rows: pricing, stream assembly (assemble.py), and the per-run rollup."""
 from __future__ import annotations
 
 import weakref
@@ -9,48 +9,10 @@ import msgspec
 
 from ..core.records import CallRecord
 from ..core.usage import usage_from_openai, usage_of_body
+from .assemble import assemble_stream
 from .bodies import BodyEncoder
 
 _enc = msgspec.json.Encoder()
-_dec = msgspec.json.Decoder()
-
-
-def assemble_stream(events: list[bytes]) -> dict:
-    """Rebuilds a chat.completion from streamed chunk payloads (content, tool calls, usage)."""
-    out: dict[str, Any] = {"object": "chat.completion", "choices": []}
-    choices: dict[int, dict] = {}
-    for raw in events:
-        try:
-            ch = _dec.decode(raw)
-        except msgspec.DecodeError:
-            continue
-        if not isinstance(ch, dict):
-            continue
-        for k in ("id", "created", "model", "system_fingerprint"):
-            if k in ch and k not in out:
-                out[k] = ch[k]
-        if ch.get("usage"):
-            out["usage"] = ch["usage"]
-        for c in ch.get("choices") or []:
-            i = c.get("index", 0)
-            slot = choices.setdefault(i, {"index": i, "message": {"role": "assistant", "content": None}, "finish_reason": None})
-            d = c.get("delta") or {}
-            if d.get("content"):
-                slot["message"]["content"] = (slot["message"]["content"] or "") + d["content"]
-            for tc in d.get("tool_calls") or []:
-                calls = slot["message"].setdefault("tool_calls", [])
-                j = tc.get("index", len(calls))
-                while len(calls) <= j:
-                    calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
-                fn = tc.get("function") or {}
-                if tc.get("id"):
-                    calls[j]["id"] = tc["id"]
-                calls[j]["function"]["name"] += fn.get("name") or ""
-                calls[j]["function"]["arguments"] += fn.get("arguments") or ""
-            if c.get("finish_reason"):
-                slot["finish_reason"] = c["finish_reason"]
-    out["choices"] = [choices[i] for i in sorted(choices)]
-    return out
 
 
 def _finish(rec: CallRecord) -> tuple[bytes | None, Any]:
@@ -75,7 +37,7 @@ _INSERT = """INSERT OR REPLACE INTO calls (call_id, run_id, started_at, endpoint
  provider, model, status, http_status, input_tokens, output_tokens, cached_tokens, cache_write_tokens,
  reasoning_tokens, cost_nusd, priced, latency_ms, ttft_ms, stream, retries, tags, attempts, decision, error,
  request, response, replay_id, original_call_id)
- VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"""
+ VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING call_id, rowid"""
 
 _RUN_UPSERT = """INSERT INTO runs (run_id, tags, agent, started_at, last_at, calls, errors, retries,
  input_tokens, output_tokens, cost_nusd, unpriced_calls, replay_id)
@@ -109,7 +71,7 @@ def write_calls(conn: apsw.Connection, recs: list[CallRecord]) -> None:
     rows: list[tuple] = []
     runs: dict[str, list] = {}  # one upsert per run per batch: a batch is mostly a few runs' calls
     enc = encoder_for(conn)
-    enc.fresh = {}
+    enc.fresh, enc.rowids = {}, {}
     for r in recs:
         if r.plan is not None:
             r.decision = {**r.plan.trace(), **r.decision}
@@ -140,7 +102,7 @@ def write_calls(conn: apsw.Connection, recs: list[CallRecord]) -> None:
         ))
         if r.run_id:
             _add_to_run(runs, r, u, cost, retries)
-    conn.executemany(_INSERT, rows)
+    enc.rowids = dict(conn.executemany(_INSERT, rows))
     if runs:
         conn.executemany(_RUN_UPSERT, [(rid, _enc.encode(a[0]).decode(), *a[1:]) for rid, a in runs.items()])
 
