@@ -350,3 +350,37 @@ async def test_the_wal_is_copied_back_by_the_checkpointer_not_inside_the_writers
     await asyncio.to_thread(w.close)
     db = apsw.Connection(str(tmp_path / "m.db"))
     assert db.execute("SELECT count(*) FROM calls").fetchone()[0] == 400
+
+
+async def test_idle_work_runs_once_the_queue_goes_quiet_and_at_the_stop(tmp_path, monkeypatch):
+    """An after_batch hook's addon may have `idle(conn)`: the writer runs it in a transaction of
+    its own once its queue stayed empty IDLE_S after calls were written (not while calls keep
+    coming, and not again until more are written), and once more at its stop."""
+    from modelux_local.storage import writer as writer_mod
+
+    class Deferring:
+        def __init__(self):
+            self.batches, self.idle_runs = 0, []
+
+        def after_batch(self, conn, recs):
+            self.batches += 1
+
+        def idle(self, conn):
+            self.idle_runs.append(conn.execute("SELECT count(*) FROM calls").fetchone()[0])
+
+    monkeypatch.setattr(writer_mod, "IDLE_S", 0.3)
+    d = Deferring()
+    w = Writer(tmp_path / "m.db")
+    w.after_batch.append(d.after_batch)
+    w.start()
+    for i in range(20):  # a call every 20 ms: never quiet for 0.3 s
+        w.submit_nowait(record(i))
+        await asyncio.sleep(0.02)
+    assert d.idle_runs == [], "idle work ran while calls kept coming"
+    await asyncio.sleep(0.9)
+    assert d.idle_runs == [20], d.idle_runs  # once, after the quiet began, with every call stored
+    await asyncio.sleep(0.6)
+    assert d.idle_runs == [20], "idle work ran again with nothing written since"
+    w.submit_nowait(record(20))
+    await asyncio.to_thread(w.close)  # the stop comes before the quiet: the idle work runs at the stop
+    assert d.idle_runs == [20, 21]

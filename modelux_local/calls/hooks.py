@@ -16,6 +16,9 @@ Where each hook runs, and what it may cost (see `Hooks.describe()` for the live 
 |               | transaction                              |                                  |
 | (rollback)    | writer thread, when that transaction     | optional method of an addon with |
 |               | failed and will be retried               | after_batch: give back its state |
+| (idle)        | writer thread, its own transaction, once | optional method of an addon with |
+|               | the queue stayed empty after a batch,    | after_batch: deferred work (the  |
+|               | and at the writer's stop                 | search index's waiting rows)     |
 | jobs          | background tasks started with the server | anything; never on a request     |
 | stop          | once when the server stops, after the    | async; before the writer drains  |
 |               | jobs are cancelled                       |                                  |

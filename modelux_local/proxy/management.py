@@ -2,8 +2,8 @@
 
 Each route waits for the writer's barrier first (read-your-writes: a call the client has
 seen answered is in the list), then reads on a worker thread with the Reader's
-per-thread connection. The search index addon (FTS rows in the writer's transaction, the
-embedding job in the background) is registered here because this module is the search room's
+per-thread connection. The search index addon (FTS rows written by the writer 64 calls at a
+time, flushed before a search; the embedding job in the background) is registered here because this module is the search room's
 one entry point into the server.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from litestar import Request, Response, get
 from ..calls import Addon, embedder
 from ..errors import BadRequest
 from ..storage.analytics_queries import DEFAULT_LIMIT, analytics, list_runs, make_filter
-from ..storage.search import full_text, index_batch, search_filter, semantic
+from ..storage.search import PendingIndex, full_text, search_filter, semantic
 
 JSON = "application/json"
 
@@ -46,21 +46,35 @@ def _run_filter(request: Request):
 
 
 class SearchIndex(Addon):
-    """Indexes each batch of calls for full-text search as it is written; embeds them in the background."""
+    """Indexes the calls for full-text search as they are written (PendingIndex: 64 at a time,
+    and when the writer goes quiet); embeds them in the background."""
 
     def __init__(self, rt):
         self.rt = rt
+        self.pending = PendingIndex()
 
     def after_batch(self, conn, records) -> None:
-        index_batch(conn, records)
+        self.pending.add(conn, records)
+
+    def rollback(self, records) -> None:
+        self.pending.rollback(records)
+
+    def idle(self, conn) -> None:
+        self.pending.idle(conn)
+
+    async def flush(self) -> None:
+        """Everything submitted so far is stored and searchable once this returns."""
+        await self.rt.writer.run(self.pending.flush_job)
 
     def jobs(self):
         return [embedder.job(self.rt)]
 
 
 def routes(rt, gateway) -> list:
-    if rt.hooks.of(SearchIndex) is None:  # routes() may be called for more than one app
-        rt.hooks.add(SearchIndex(rt))
+    index = rt.hooks.of(SearchIndex)
+    if index is None:  # routes() may be called for more than one app
+        index = SearchIndex(rt)
+        rt.hooks.add(index)
 
     @get("/mlx/v1/runs")
     async def runs_list(request: Request) -> Response:
@@ -88,7 +102,7 @@ def routes(rt, gateway) -> list:
         limit = _int(request, "limit", 20)
         if not 1 <= limit <= 1000:
             raise BadRequest("limit must be between 1 and 1000", param="limit")
-        await rt.writer.barrier()
+        await index.flush()  # after what was submitted before it: read-your-writes, indexed
         if _flag(request, "semantic"):
             model, vectors = await embedder.Embedder(rt.snapshot).embed([query])
             results = await asyncio.to_thread(lambda: semantic(rt.reader.conn(), vectors[0], model, flt, query, limit))

@@ -39,6 +39,7 @@ QUEUE_RECORDS = 10_000
 QUEUE_BYTES = 64 << 20
 SLACK = 1.25                    # producers that cannot wait may exceed the bounds by this factor
 LINGER_S = 0.010               # after the first record of a batch, wait this long for more (see _take)
+IDLE_S = 0.05                   # the queue stayed empty this long after a batch: the hooks' idle work runs
 JOB_TIMEOUT_S = 30.0            # barriers / run() give up after this (503), even if the thread hangs
 DEGRADED_DRAIN_S = 5.0          # how long a stop keeps retrying a failing disk before it gives up
 _RETRY_MIN_S, _RETRY_MAX_S = 0.05, 2.0
@@ -61,6 +62,9 @@ def storage_cause(e: BaseException | None) -> BaseException | None:
             return e
         e, seen = e.__cause__ or e.__context__, seen + 1
     return None
+
+
+_QUIET: list = []  # _take's answer when the queue stayed quiet (compared by identity)
 
 
 def _size(item: Any) -> int:
@@ -96,6 +100,7 @@ class Writer:
         self._stripped = 0  # the first `_stripped` queued items hold no bodies any more
         self._idle = False   # the thread waits for a first item: only then does a record wake it
         self._urgent = False  # a barrier or a job someone awaits is queued: no lingering
+        self._idle_due = False  # calls were written since the hooks' idle work last ran
         self._lock = threading.Lock()
         self._has_items = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="modelux-writer", daemon=True)
@@ -257,6 +262,9 @@ class Writer:
         retry = _RETRY_MIN_S
         while True:
             items = self._take()
+            if items is _QUIET:
+                self._run_idle()
+                continue
             if not items:
                 break
             if self._write(items):
@@ -272,6 +280,8 @@ class Writer:
             else:
                 self._stopping.wait(retry)  # a stop request ends the wait: drain until the deadline
             retry = min(retry * 2, _RETRY_MAX_S)
+        if self._idle_due and not self.degraded:
+            self._run_idle()
         if self._q:
             log.error("stopping with %d records not stored: storage failing (%s)", len(self._q), self.degraded)
             self._fail_waiters(list(self._q), StorageUnavailable("the storage writer stopped"))
@@ -284,11 +294,18 @@ class Writer:
         """The next batch. After the first item arrives the thread lingers LINGER_S for more: one
         transaction, one wake-up and one commit per batch instead of per call (at one call at a
         time the per-call commit and wake-up cost as much CPU as the call itself), unless a
-        barrier or an awaited job is queued or the batch is full."""
+        barrier or an awaited job is queued or the batch is full. When the queue stays empty
+        IDLE_S after calls were written, returns _QUIET instead: time for the hooks' idle work."""
         with self._lock:
             while not self._q and not self._stopping.is_set():
                 self._idle = True
-                self._has_items.wait()
+                if self._idle_due and not self.degraded:
+                    self._has_items.wait(IDLE_S)
+                    if not self._q and not self._stopping.is_set():
+                        self._idle = False
+                        return _QUIET
+                else:
+                    self._has_items.wait()
             self._idle = False
             if not (self._urgent or self._stopping.is_set() or self.degraded) and len(self._q) < BATCH_MAX:
                 self._has_items.wait(LINGER_S)
@@ -334,6 +351,7 @@ class Writer:
                     if not j.own_errors:
                         j.fn(self._conn)
             self.written += len(calls)
+            self._idle_due = self._idle_due or bool(calls)
         except Exception as e:
             self._rollback_hooks(calls)
             if (cause := storage_cause(e)) is not None:
@@ -397,6 +415,25 @@ class Writer:
                     return cause
                 log.exception("%s could not be stored", f"call {i.call_id}" if isinstance(i, CallRecord) else "a write")
         return None
+
+    def _run_idle(self) -> None:
+        """The `idle(conn)` work of the hooks' addons (the search index's deferred rows), in one
+        transaction, once the queue went quiet after a batch. A failure is logged and told to the
+        hooks like a failed batch (`rollback`); the work is due again after the next batch."""
+        self._idle_due = False
+        work = [w for hook in self.after_batch if (w := getattr(getattr(hook, "__self__", hook), "idle", None))]
+        if not work:
+            return
+        try:
+            with self._conn:
+                for w in work:
+                    w(self._conn)
+        except Exception as e:  # noqa: BLE001
+            self._rollback_hooks([])
+            if storage_cause(e) is None:
+                log.exception("the writer's idle work failed")
+            else:
+                log.warning("the writer's idle work failed: %s", e)
 
     def _rollback_hooks(self, calls: list[CallRecord]) -> None:
         """Hooks keep state in memory too (anomaly counters): a hook with `rollback(records)` is told
