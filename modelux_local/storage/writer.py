@@ -413,8 +413,22 @@ class Writer:
                     done = {id(x) for x in todo[:n]}
                     items[:] = [x for x in items if id(x) not in done]
                     return cause
+                if isinstance(i, CallRecord) and self._store_without_hooks(i):
+                    log.exception("call %s stored without its after_batch hooks (one failed on it)", i.call_id)
+                    continue
                 log.exception("%s could not be stored", f"call {i.call_id}" if isinstance(i, CallRecord) else "a write")
         return None
+
+    def _store_without_hooks(self, rec: CallRecord) -> bool:
+        """A hook's bug (an anomaly check, the search index) must not lose the call it fails on:
+        the call is stored alone, without them. False when even that fails."""
+        try:
+            with self._conn:
+                write_calls(self._conn, [rec])
+        except Exception:  # noqa: BLE001 - the caller logs the first error; a storage error shows at the next batch
+            return False
+        self.written += 1
+        return True
 
     def _run_idle(self) -> None:
         """The `idle(conn)` work of the hooks' addons (the search index's deferred rows), in one
