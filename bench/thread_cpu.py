@@ -37,10 +37,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--proxy-args", default="")
+    ap.add_argument("--proxy-cmd", help="another checkout's proxy command, to compare (as scripts/bench --proxy-cmd)")
     ap.add_argument("--floor", action="store_true", help="measure bench/floor.py (the bare pass-through) instead")
     args = ap.parse_args()
     out = Path(tempfile.mkdtemp(prefix="modelux-threadcpu-"))
-    ctx = Context(args=argparse.Namespace(quick=False, proxy_cmd=None, proxy_args=args.proxy_args), workdir=out,
+    ctx = Context(args=argparse.Namespace(quick=False, proxy_cmd=args.proxy_cmd, proxy_args=args.proxy_args), workdir=out,
                   json_mode=False)
     upstream, up_url, cfg = pinned_upstream(ctx, out)
     if args.floor:
