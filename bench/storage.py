@@ -120,11 +120,11 @@ def _codecs(runs) -> dict:
 
 def _write(db, recs, index: bool) -> float:
     from modelux_local.storage import Writer
-    from modelux_local.storage.search import index_batch
+    from modelux_local.storage.search import PendingIndex
 
     w = Writer(db, maxsize=len(recs) + 10)
-    if index:
-        w.after_batch.append(index_batch)
+    if index:  # as the server indexes: 64 calls at a time, the rest when the writer goes quiet or stops
+        w.after_batch.append(PendingIndex().add)
     w.start()
     t = time.perf_counter()
     for rec in recs:

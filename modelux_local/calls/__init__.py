@@ -24,7 +24,8 @@ Following a chat completion (`POST /v1/chat/completions`) from the route to the 
 5. Whatever way a call ends after admission — answer, refusal, upstream error, an exception
    of ours (a recorded 500), the client gone (`client_closed`) — `_finish` records it once and
    settles every hook once. The writer thread (storage/writer.py) stores the record and runs
-   the `after_batch` hooks (rollups, anomalies, search index) in the same transaction.
+   the `after_batch` hooks (rollups, anomalies, search index) in the same transaction (the
+   search index defers its rows to write 64 at a time: storage/search.PendingIndex).
 
 Wire formats plug in at `ChatOutcome` + `StreamFormat` (see proxy/messages.py for Anthropic's).
 """

@@ -157,7 +157,7 @@ class BodyEncoder:
         self._runs: OrderedDict[str, tuple[bytes, list[tuple[int, int, int]]]] = OrderedDict()
         self.max_ids, self.max_runs = max_ids, max_runs
         # call_id -> spans of the messages its run's previous request did not have, for the search
-        # index (storage/search.index_batch), which then indexes each message of a run once; reset per batch
+        # index (storage/search._batch_rows), which then indexes each message of a run once; reset per batch
         self.fresh: dict[str, list[tuple[int, int]]] = {}
         self.rowids: dict[str, int] = {}  # call_id -> rowid of the batch's rows (RETURNING), for the same index
         # a rolled-back batch takes the message rows it inserted with it: the caches must not outlive them
