@@ -25,12 +25,17 @@ def record(i: int) -> CallRecord:
                       attempts=[], decision={}, error=None, request=b'{"model": "@x"}', response=b"{}")
 
 
-async def test_full_queue_backpressure_loses_nothing(tmp_path):
+@pytest.mark.parametrize("bound", ["maxsize", "backlog"])
+async def test_full_queue_backpressure_loses_nothing(tmp_path, bound):
     """With the writer stuck on a slow disk, a queue of 4 admits about 4 records: the other
-    producers wait (their submit does not finish) until the writer makes room, and none is lost."""
+    producers wait (their submit does not finish) until the writer makes room, and none is lost.
+    `backlog` (BACKLOG, 1,024 by default) makes healthy producers wait long before the queue's
+    bounds, so a SIGKILL loses at most that many plus the batch being written."""
     import threading
 
-    w = Writer(tmp_path / "m.db", maxsize=4)
+    w = Writer(tmp_path / "m.db", maxsize=4) if bound == "maxsize" else Writer(tmp_path / "m.db")
+    if bound == "backlog":
+        w.backlog = 4
     disk_free = threading.Event()
     batches = []
     w.after_batch.append(lambda conn, recs: (batches.append(len(recs)), disk_free.wait(20)))

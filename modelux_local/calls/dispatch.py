@@ -359,6 +359,11 @@ class Dispatcher:
                     held += out
                 elif out:
                     yield out
+            if status == "ok" and not call.done:
+                # queued before the end goes out, with `put`: a writer that falls behind holds the
+                # stream's last bytes (backpressure) instead of its queue growing without bound
+                await self.sink.put(self._finish(call, status=status, http_status=http_status, target=target,
+                                                 events=events, raw_usage=up.raw_usage or None, ttft=ttft))
             yield held + fmt.end(status == "ok")
         except UpstreamError as e:  # failed after the stream started: no fallback possible any more
             status, http_status, error = "error", e.upstream_status or 502, e.message

@@ -36,6 +36,7 @@ log = logging.getLogger("modelux.writer")
 BATCH_MAX = 512                 # records per transaction (also the SIGKILL loss bound, see README)
 BATCH_BYTES = 8 << 20           # and bytes per transaction
 QUEUE_RECORDS = 10_000
+BACKLOG = 2 * BATCH_MAX         # past this many queued, healthy producers wait (the SIGKILL loss bound)
 QUEUE_BYTES = 64 << 20
 SLACK = 1.25                    # producers that cannot wait may exceed the bounds by this factor
 LINGER_S = 0.010               # after the first record of a batch, wait this long for more (see _take)
@@ -94,6 +95,7 @@ class Writer:
     def __init__(self, path: Path | str, maxsize: int = QUEUE_RECORDS, max_bytes: int = QUEUE_BYTES):
         self.path = Path(path)
         self.maxsize, self.max_bytes = maxsize, max_bytes
+        self.backlog = BACKLOG
         self._q: collections.deque[list] = collections.deque()  # [item, size], oldest first
         self._bytes = 0
         self._inflight = 0  # taken by the thread, not yet written
@@ -134,9 +136,12 @@ class Writer:
         return len(self._q) >= self.maxsize or self._bytes >= self.max_bytes
 
     async def submit(self, item: Any) -> None:
-        """Waits for room while the writer keeps up; never while storage is failing."""
+        """Waits while BACKLOG records are queued (or the bounds are reached), so a writer that
+        falls behind slows the calls down instead of growing what a SIGKILL would lose; never
+        while storage is failing (then the queue grows to its bounds and sheds)."""
         delay = 0.001
-        while self._full() and self.degraded is None and self._thread.is_alive() and not self._stopping.is_set():
+        while ((len(self._q) >= self.backlog or self._full()) and self.degraded is None and self._thread.is_alive()
+               and not self._stopping.is_set()):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
         self.submit_nowait(item)
