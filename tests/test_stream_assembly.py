@@ -1,11 +1,11 @@
 """Rebuilding a streamed chat completion (storage/assemble.py): the typed one-decode path and the
-generic path for odd chunks give the same message: content, reasoning, tool calls by index,
+lenient path for odd chunks give the same message: content, reasoning, tool calls by index,
 several choices, usage, and the first id/model."""
 from __future__ import annotations
 
 import json
 
-from modelux_local.storage.assemble import _generic, assemble_stream
+from modelux_local.storage.assemble import _fold, _lenient, assemble_stream
 
 
 def chunk(**kw) -> bytes:
@@ -39,12 +39,12 @@ WANT = {
 }
 
 
-def test_typed_and_generic_paths_rebuild_the_same_completion():
+def test_typed_and_lenient_paths_rebuild_the_same_completion():
     assert assemble_stream(EVENTS) == WANT
-    assert _generic(EVENTS) == WANT
+    assert _fold([_lenient(e) for e in EVENTS]) == WANT  # the lenient path, chunk by chunk
 
 
-def test_an_odd_chunk_sends_the_stream_through_the_generic_path_and_is_skipped():
+def test_an_odd_chunk_sends_the_stream_through_the_lenient_path_and_is_skipped():
     odd = [*EVENTS[:4], b"not json", b"[1, 2]", chunk(choices=[{"index": 0, "delta": {"content": 5}}]), *EVENTS[4:]]
     assert assemble_stream(odd) == WANT
 

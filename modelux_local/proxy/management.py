@@ -3,8 +3,8 @@
 Each route waits for the writer's barrier first (read-your-writes: a call the client has
 seen answered is in the list), then reads on a worker thread with the Reader's
 per-thread connection. The search index addon (FTS rows written by the writer 64 calls at a
-time, flushed before a search; the embedding job in the background) is registered here because this module is the search room's
-one entry point into the server.
+time, flushed before a search; the embedding job in the background) is registered here
+because this module is the search room's one entry point into the server.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ and playback answers with.
 The chunks are decoded into typed structs, all of a stream's in one call (a JSON array of them):
 the writer does this for every streamed call, and dict decoding plus per-key look-ups were half
 its CPU per stream. A chunk that does not fit the structs (a provider's odd types) sends the
-stream through the generic path, which takes any JSON object.
+stream through the lenient path, which takes any JSON object (one fold for both).
 """
 from __future__ import annotations
 
@@ -57,7 +57,11 @@ def assemble_stream(events: list[bytes]) -> dict:
     try:
         chunks = _typed(b"[" + b",".join(events) + b"]")
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return _generic(events)
+        chunks = [c for c in map(_lenient, events) if c is not None]
+    return _fold(chunks)
+
+
+def _fold(chunks: list[_Chunk]) -> dict:
     out: dict[str, Any] = {"object": "chat.completion", "choices": []}
     slots: dict[int, list] = {}  # index -> [content parts, reasoning parts, tool calls, finish_reason]
     for ch in chunks:
@@ -76,9 +80,8 @@ def assemble_stream(events: list[bytes]) -> dict:
                     s[0].append(d.content)
                 if d.reasoning_content:
                     s[1].append(d.reasoning_content)
-                if d.tool_calls:
-                    _add_tools(s[2], [(tc.index, tc.id, (tc.function.name if tc.function else None),
-                                       (tc.function.arguments if tc.function else None)) for tc in d.tool_calls])
+                for tc in d.tool_calls or ():
+                    _add_tool(s[2], tc)
             if c.finish_reason:
                 s[3] = c.finish_reason
     out["choices"] = [_choice(i, *slots[i]) for i in sorted(slots)]
@@ -94,62 +97,53 @@ def _choice(i: int, content: list[str], reasoning: list[str], tools: list[dict],
     return {"index": i, "message": msg, "finish_reason": finish}
 
 
-def _add_tools(calls: list[dict], deltas: list[tuple]) -> None:
-    """Tool-call deltas (index, id, name part, arguments part) folded into whole calls."""
-    for j, tid, name, args in deltas:
-        j = len(calls) if j is None else j
-        while len(calls) <= j:
-            calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
-        if tid:
-            calls[j]["id"] = tid
-        calls[j]["function"]["name"] += name or ""
-        calls[j]["function"]["arguments"] += args or ""
+def _add_tool(calls: list[dict], tc: _ToolDelta) -> None:
+    """A tool-call delta folded into its whole call."""
+    j = len(calls) if tc.index is None else tc.index
+    while len(calls) <= j:
+        calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+    if tc.id:
+        calls[j]["id"] = tc.id
+    if tc.function is not None:
+        calls[j]["function"]["name"] += tc.function.name or ""
+        calls[j]["function"]["arguments"] += tc.function.arguments or ""
 
 
-def _generic(events: list[bytes]) -> dict:
-    """The same for chunks of any shape: undecodable ones and ones that are not objects are skipped."""
-    out: dict[str, Any] = {"object": "chat.completion", "choices": []}
-    slots: dict[Any, list] = {}
-    for raw in events:
-        try:
-            ch = _any(raw)
-        except msgspec.DecodeError:
-            continue
-        if not isinstance(ch, dict):
-            continue
-        for k in _HEAD:
-            if k in ch and k not in out:
-                out[k] = ch[k]
-        if ch.get("usage"):
-            out["usage"] = ch["usage"]
-        for c in ch.get("choices") or []:
-            if not isinstance(c, dict):
-                continue
-            i = c.get("index", 0)
-            s = slots.get(i)
-            if s is None:
-                s = slots[i] = [[], [], [], None]
-            d = c.get("delta") or {}
-            if isinstance(d, dict):
-                if isinstance(d.get("content"), str) and d["content"]:
-                    s[0].append(d["content"])
-                if isinstance(d.get("reasoning_content"), str) and d["reasoning_content"]:
-                    s[1].append(d["reasoning_content"])
-                tools = [tc for tc in d.get("tool_calls") or [] if isinstance(tc, dict)]
-                if tools:
-                    _add_tools(s[2], [(tc.get("index") if isinstance(tc.get("index"), int) else None, tc.get("id"),
-                                       _str((tc.get("function") or {}), "name"),
-                                       _str((tc.get("function") or {}), "arguments")) for tc in tools])
-            if c.get("finish_reason"):
-                s[3] = c["finish_reason"]
-    out["choices"] = [_choice(i, *slots[i]) for i in sorted(slots, key=_order)]
-    return out
+# The lenient path: a stream with a chunk the structs refuse (a provider's odd types) is decoded
+# chunk by chunk, each field taken where it has the expected type and dropped where it does not;
+# a chunk that is not a JSON object is skipped.
+
+def _lenient(raw: bytes) -> _Chunk | None:
+    try:
+        ch = _any(raw)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(ch, dict):
+        return None
+    return _Chunk(**{k: ch[k] for k in _HEAD if k in ch}, usage=ch.get("usage"),
+                  choices=[_choice_of(c) for c in _list(ch.get("choices")) if isinstance(c, dict)])
 
 
-def _str(d: Any, k: str) -> str | None:
-    v = d.get(k) if isinstance(d, dict) else None
+def _choice_of(c: dict) -> _Choice:
+    d = c.get("delta")
+    delta = None
+    if isinstance(d, dict):
+        delta = _Delta(_str(d.get("content")), _str(d.get("reasoning_content")),
+                       [_tool_of(tc) for tc in _list(d.get("tool_calls")) if isinstance(tc, dict)])
+    i = c.get("index", 0)
+    return _Choice(i if isinstance(i, int) else 0, delta, _str(c.get("finish_reason")))
+
+
+def _tool_of(tc: dict) -> _ToolDelta:
+    fn = tc.get("function")
+    i = tc.get("index")
+    return _ToolDelta(i if isinstance(i, int) else None, _str(tc.get("id")),
+                      _Fn(_str(fn.get("name")), _str(fn.get("arguments"))) if isinstance(fn, dict) else None)
+
+
+def _list(v: Any) -> list:
+    return v if isinstance(v, list) else []
+
+
+def _str(v: Any) -> str | None:
     return v if isinstance(v, str) else None
-
-
-def _order(i: Any) -> tuple:
-    return (0, i, "") if isinstance(i, int) else (1, 0, str(i))

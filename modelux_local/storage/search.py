@@ -187,11 +187,6 @@ def _index_rows(conn: apsw.Connection, rows: Iterable[tuple], stored: bool = Tru
     return len(out)
 
 
-def index_batch(conn: apsw.Connection, recs: list[CallRecord]) -> None:
-    """Indexes a batch now, in the transaction that stored it (PendingIndex defers it)."""
-    _index_rows(conn, _batch_rows(conn, recs), stored=False)
-
-
 def _batch_rows(conn: apsw.Connection, recs: list[CallRecord]) -> list[tuple]:
     """(rowid, request part, response) of records just stored: the bodies from the records
     (write_calls left the assembled answer of a stream in `response`), the rowids as write_calls

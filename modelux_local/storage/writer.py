@@ -1,8 +1,8 @@
 """The single writer: one thread, a queue bounded in records and bytes, batched transactions.
 
 Producers on the event loop never wait on SQLite: `submit` appends to an in-memory queue.
-While the disk works, a full queue makes async producers wait for room (backpressure: nothing
-is dropped). When storage fails (disk full, read-only, locked, I/O) the writer keeps the batch,
+While the disk works, async producers wait past a backlog of BACKLOG records (backpressure: nothing
+is dropped, and a crash loses at most that backlog and one batch). When storage fails (disk full, read-only, locked, I/O) the writer keeps the batch,
 reports itself `degraded` (`status()`, shown by /healthz and the TUI) and retries with backoff
 until a write succeeds, by itself. Meanwhile producers never wait, and the queue sheds to stay
 within its bounds: first the bodies (request, response, stream events) of the oldest records,
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +26,8 @@ import apsw
 from ..core.records import CallRecord
 from ..core.usage import usage_of_body
 from ..errors import StorageUnavailable
-from .db import connect, open_db
+from .checkpoint import CHECKPOINT_PAGES, Checkpointer
+from .db import open_db
 from .record_rows import write_calls
 from .redact import mask_record
 
@@ -44,7 +44,6 @@ IDLE_S = 0.05                   # the queue stayed empty this long after a batch
 JOB_TIMEOUT_S = 30.0            # barriers / run() give up after this (503), even if the thread hangs
 DEGRADED_DRAIN_S = 5.0          # how long a stop keeps retrying a failing disk before it gives up
 _RETRY_MIN_S, _RETRY_MAX_S = 0.05, 2.0
-CHECKPOINT_PAGES = 1000         # SQLite's own autocheckpoint threshold, applied off the writer's commits
 
 # errors of the storage itself, not of a record: keep the batch, report, retry
 STORAGE_ERRORS = (apsw.FullError, apsw.ReadOnlyError, apsw.BusyError, apsw.LockedError, apsw.IOError,
@@ -507,63 +506,6 @@ class Writer:
                 i.fail(e)
             elif isinstance(i, _Job) and i.fail is not None:
                 i.fail(e)
-
-
-CHECKPOINT_NICE = 10
-
-
-class Checkpointer:
-    """Copies the WAL back into the database file (a PASSIVE checkpoint: it never waits for
-    readers or the writer) on its own thread and connection, at the writer's low priority."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="modelux-checkpoint", daemon=True)
-        self.done = 0
-        self.failures = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def poke(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        _lower_priority()
-        conn: apsw.Connection | None = None
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._stopping:
-                break
-            try:
-                conn = conn or connect(self.path)
-                conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
-                self.done += 1
-            except apsw.Error as e:  # the WAL only grows meanwhile; the writer reports a failing disk itself
-                self.failures += 1
-                if self.failures % 100 == 1:
-                    log.warning("checkpointing the WAL failed (%d times so far): %s", self.failures, e)
-        if conn is not None:
-            conn.close()
-
-
-def _lower_priority() -> None:
-    """The checkpointer's copying runs in the event loop's idle time (Linux: a thread's own nice).
-    Not the writer's: at a lower priority it fell behind under saturation (scripts/soak: 5,916
-    answered calls queued and lost to a SIGKILL against the 512 bound) for ~10% more req/s."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECKPOINT_NICE)
-    except (AttributeError, OSError):  # not Linux, or not allowed: the default priority is correct, only slower
-        pass
 
 
 def _unavailable(e: BaseException) -> StorageUnavailable:
